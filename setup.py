@@ -1,0 +1,21 @@
+"""pip-installable setup for BiFusion (colcon builds the ROS package through CMakeLists.txt)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+setup(
+    name="bifusion",
+    version="0.1.0",
+    description="RGB-D -> live 3D instance + semantic segmentation with CLIP / sparse 3D U-Net fusion",
+    packages=find_packages(include=["bifusion_core", "bifusion_core.*", "bifusion_ros", "bifusion_ros.*"]),
+    package_data={"bifusion_core": ["assets/*", "assets/**/*"]},
+    data_files=[("share/bifusion_ros/msg", glob("msg/*.msg"))],
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            "bifusion_node = bifusion_ros.node:main",
+            "bifusion_replay = bifusion_ros.replay:main",
+            "bifusion_train = bifusion_core.train:main",
+        ]
+    },
+)
