@@ -38,7 +38,7 @@ test: $(STAMP)
 # MinkowskiEngine's setup.py uninstalls an installed copy whenever it runs, so it is run only when no
 # wheel is cached; installing the cached wheel is cheap and idempotent.
 minkowski: $(STAMP)
-	@if ! ls $(WHEELDIR)/MinkowskiEngine-$(ME_VERSION)-*.whl >/dev/null 2>&1; then \
+	@if ! ls $(WHEELDIR)/[Mm]inkowski[Ee]ngine-$(ME_VERSION)-*.whl >/dev/null 2>&1; then \
 	  if ! dpkg -s libopenblas-dev >/dev/null 2>&1; then \
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libopenblas-dev; \
@@ -49,7 +49,7 @@ minkowski: $(STAMP)
 	    MinkowskiEngine==$(ME_VERSION) -w $(WHEELDIR); \
 	fi
 	@if ! $(PY) -c "import bifusion_core.sparse.minkowski_backend as m; m.import_minkowski()" >/dev/null 2>&1; then \
-	  $(PIP) install -qq --no-deps --force-reinstall $(WHEELDIR)/MinkowskiEngine-$(ME_VERSION)-*.whl; \
+	  $(PIP) install -qq --no-deps --force-reinstall $(WHEELDIR)/[Mm]inkowski[Ee]ngine-$(ME_VERSION)-*.whl; \
 	fi
 	$(PY) -c "import bifusion_core.sparse.minkowski_backend as m; print('MinkowskiEngine', m.import_minkowski().__version__)"
 

@@ -133,9 +133,7 @@ def test_unet_torch_vs_minkowski_backend_vs_native(ME):
                 m.bias.uniform_(-0.1, 0.1)
     outs = {}
     for name in ("torch", "minkowski"):
-        x, rows = get_backend(name).from_voxels(vox.coords, vox.feats)
-        if rows is not None:
-            x = x.replace(vox.feats.index_select(0, torch.argsort(rows)))  # our voxel order -> backend order
+        x, rows = get_backend(name).from_voxels(vox.coords, vox.feats)  # rows: our voxel -> backend row
         y = net(x)
         outs[name] = y.feats if rows is None else y.feats.index_select(0, rows)
     assert outs["torch"].shape == (vox.coords.shape[0], 96)
@@ -156,12 +154,28 @@ def test_unet_gradients_agree_between_backends(ME):
     for name in ("torch", "minkowski"):
         net.zero_grad()
         x, rows = get_backend(name).from_voxels(vox.coords, vox.feats)
-        feats = vox.feats.clone()
-        if rows is not None:
-            feats = feats.index_select(0, torch.argsort(rows))
-        y = net(x.replace(feats))
+        y = net(x)
         out = y.feats if rows is None else y.feats.index_select(0, rows)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         grads[name] = {k: p.grad.clone() for k, p in net.named_parameters()}
     for k in grads["torch"]:
-        torch.testing.assert_close(grads["torch"][k], grads["minkowski"][k], atol=1e-3, rtol=1e-3, msg=k)
+        a, b = grads["torch"][k], grads["minkowski"][k]
+        # float32 sums over thousands of voxels in different orders: compare in relative norm
+        assert b.norm() > 0, k
+        assert (a - b).norm() <= 1e-4 * b.norm(), (k, float((a - b).norm() / b.norm()))
+
+
+def test_backbone_checkpoint_loads_under_either_backend(ME, tmp_path):
+    from bifusion_core.models.minkunet import Backbone3D, Backbone3DConfig
+
+    torch.manual_seed(2)
+    pts = torch.rand(4000, 3) * 2 - 1
+    cols = torch.rand(4000, 3)
+    a = Backbone3D(Backbone3DConfig(backend="torch", unet=MinkUNetConfig(width=0.25))).eval()
+    torch.save(a.state_dict(), tmp_path / "ck.pt")
+    b = Backbone3D(Backbone3DConfig(backend="minkowski", unet=MinkUNetConfig(width=0.25))).eval()
+    b.load_state_dict(torch.load(tmp_path / "ck.pt", weights_only=True))
+    with torch.no_grad():
+        fa, _ = a(pts, cols)
+        fb, _ = b(pts, cols)
+    torch.testing.assert_close(fa, fb, atol=1e-4, rtol=1e-4)

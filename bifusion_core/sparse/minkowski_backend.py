@@ -51,6 +51,9 @@ class MinkowskiBackend:
 
     def __init__(self):
         self.ME = import_minkowski()
+        from MinkowskiEngineBackend import _C  # installed with MinkowskiEngine
+
+        self._C = _C
         self._generators: dict[tuple, Any] = {}
 
     def from_voxels(self, coords: torch.Tensor, feats: torch.Tensor) -> tuple[SparseTensor, torch.Tensor]:
@@ -92,9 +95,9 @@ class MinkowskiBackend:
             fn = ME.MinkowskiConvolutionFunction()
         out_key = ctx.keys.get(out_stride)
         if out_key is None:
-            out_key = ME.CoordinateMapKey(4)  # let MinkowskiEngine create the strided coordinates
+            out_key = self._C.CoordinateMapKey(4)  # let MinkowskiEngine create the strided coordinates
         feats = fn.apply(x.feats.contiguous(), to_minkowski_kernel(kernel, kernel_size), gen,
-                         ME.ConvolutionMode.DEFAULT, ctx.keys[x.stride], out_key, ctx.manager)
+                         self._C.ConvolutionMode.DEFAULT, ctx.keys[x.stride], out_key, ctx.manager)
         if out_stride not in ctx.keys:
             ctx.keys[out_stride] = out_key
             ctx.coords[out_stride] = ctx.manager.get_coordinates(out_key)

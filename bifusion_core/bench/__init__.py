@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bifusion_core.bench STAGE [--json FILE]`` (see ``--help``)."""

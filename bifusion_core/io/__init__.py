@@ -1,0 +1,1 @@
+"""File outputs people look at (PLY clouds, PNG overlays)."""
