@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,9 @@ def import_minkowski():
     if not hasattr(collections, "Sequence"):
         collections.Sequence = collections.abc.Sequence  # type: ignore[attr-defined]
     try:
-        import MinkowskiEngine as ME  # noqa: N814
+        with warnings.catch_warnings():  # "compiled with CPU_ONLY": expected for the CPU wheel
+            warnings.filterwarnings("ignore", message=".*CPU_ONLY.*")
+            import MinkowskiEngine as ME  # noqa: N814
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise ImportError(
             "MinkowskiEngine is not installed; run `make minkowski` to build a CPU wheel "

@@ -1,0 +1,1 @@
+"""Training losses and the query-to-instance matcher."""

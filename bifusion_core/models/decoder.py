@@ -1,0 +1,180 @@
+"""Superpoint-query transformer decoder (as ESAM / OneFormer3D) with fixed or open-vocabulary classes.
+
+Shapes use B samples (frames or crops), S superpoints per sample (padded to the largest), Q queries
+(``Q = S + n_learnable``), C classes, D = ``d_model``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class DecoderConfig:
+    in_dim: int = 256
+    d_model: int = 256
+    n_layers: int = 3
+    n_heads: int = 8
+    ffn_dim: int = 1024
+    dropout: float = 0.0
+    n_learnable_queries: int = 16
+    num_classes: int = 200
+    open_vocab: bool = False
+    temperature: float = 0.07
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
+        if self.n_layers < 1 or self.num_classes < 1 or self.n_learnable_queries < 0:
+            raise ValueError("n_layers and num_classes must be >= 1, n_learnable_queries >= 0")
+        if not self.temperature > 0:
+            raise ValueError("temperature must be positive")
+
+
+def mlp(dims: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers[:-1])
+
+
+class ClassHead(nn.Module):
+    """Logits over C classes from ``(..., D)`` embeddings: a learned linear classifier, or (open vocabulary)
+    cosine similarity with ``(C, E)`` text embeddings divided by the temperature."""
+
+    def __init__(self, dim: int, num_classes: int, open_vocab: bool, temperature: float, text_dim: int = 256):
+        super().__init__()
+        self.open_vocab = open_vocab
+        self.temperature = temperature
+        if open_vocab:
+            self.proj = nn.Linear(dim, text_dim)
+            if dim == text_dim:  # features already live in the text space: start as the identity
+                nn.init.eye_(self.proj.weight)
+                nn.init.zeros_(self.proj.bias)
+        else:
+            self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.open_vocab:
+            return self.fc(x)
+        if text is None:
+            raise ValueError("open-vocabulary classes need text embeddings (C, E)")
+        return F.normalize(self.proj(x), dim=-1) @ F.normalize(text, dim=-1).t() / self.temperature
+
+
+class DecoderLayer(nn.Module):
+    """Cross-attention (queries -> superpoints), self-attention among queries, FFN; post-norm residuals."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.cross = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
+        self.self_attn = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_dim), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.ffn_dim, d))
+        self.n1, self.n2, self.n3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+
+    def forward(self, q, q_pos, q_pad, mem, mem_pos, mem_pad):
+        q = self.n1(q + self.cross(q + q_pos, mem + mem_pos, mem, key_padding_mask=mem_pad, need_weights=False)[0])
+        qk = q + q_pos
+        q = self.n2(q + self.self_attn(qk, qk, q, key_padding_mask=q_pad, need_weights=False)[0])
+        return self.n3(q + self.ffn(q))
+
+
+@dataclass
+class DecoderOutput:
+    """Per-layer predictions (the last is the final one).
+
+    Attributes:
+        class_logits: ``(B, Q, C+1)``, the last column is "no object".
+        mask_logits: ``(B, Q, S)`` over superpoints.
+        objectness: ``(B, Q)`` logits.
+        query_pad: ``(B, Q)`` True for padding queries; ``sp_pad``: ``(B, S)`` True for padding superpoints.
+        aux: the same triple for every earlier layer, for deep supervision.
+    """
+
+    class_logits: torch.Tensor
+    mask_logits: torch.Tensor
+    objectness: torch.Tensor
+    query_pad: torch.Tensor
+    sp_pad: torch.Tensor
+    aux: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+def pad_superpoints(feats: list[torch.Tensor], centres: list[torch.Tensor]):
+    """Lists of ``(S_b, D)`` features and ``(S_b, 3)`` normalised centres -> padded ``(B, S, D)``,
+    ``(B, S, 3)`` and the ``(B, S)`` padding mask."""
+    s = max(f.shape[0] for f in feats)
+    b = len(feats)
+    x = feats[0].new_zeros(b, s, feats[0].shape[1])
+    c = feats[0].new_zeros(b, s, 3)
+    pad = torch.ones(b, s, dtype=torch.bool, device=feats[0].device)
+    for i, (f, ce) in enumerate(zip(feats, centres)):
+        x[i, : f.shape[0]] = f
+        c[i, : f.shape[0]] = ce
+        pad[i, : f.shape[0]] = False
+    return x, c, pad
+
+
+class QueryDecoder(nn.Module):
+    """Queries = superpoint features (+ learnable queries) -> instance masks over superpoints, classes,
+    objectness.
+
+    ``forward(sp_feats (B,S,in_dim), sp_centres (B,S,3) normalised, sp_pad (B,S), text (C,E) or None)``.
+    """
+
+    def __init__(self, cfg: DecoderConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or DecoderConfig()
+        d = cfg.d_model
+        self.input_proj = nn.Sequential(nn.Linear(cfg.in_dim, d), nn.LayerNorm(d))
+        self.pos = mlp([3, d, d])
+        self.query_proj = nn.Linear(d, d)
+        self.learnable = nn.Parameter(torch.randn(cfg.n_learnable_queries, d) * 0.02)
+        self.learnable_pos = nn.Parameter(torch.zeros(cfg.n_learnable_queries, d))
+        self.layers = nn.ModuleList([DecoderLayer(cfg) for _ in range(cfg.n_layers)])
+        self.out_norm = nn.LayerNorm(d)
+        self.mask_embed = mlp([d, d, d])
+        self.mask_feat = nn.Linear(d, d)
+        self.cls = ClassHead(d, cfg.num_classes, cfg.open_vocab, cfg.temperature)
+        self.no_object = nn.Linear(d, 1)
+        self.obj = nn.Linear(d, 1)
+
+    def _heads(self, q, mem):
+        q = self.out_norm(q)
+        masks = torch.einsum("bqd,bsd->bqs", self.mask_embed(q), mem) / self.cfg.d_model**0.5
+        return q, masks, self.obj(q).squeeze(-1)
+
+    def forward(self, sp_feats: torch.Tensor, sp_centres: torch.Tensor, sp_pad: torch.Tensor,
+                text: torch.Tensor | None = None) -> DecoderOutput:
+        b = sp_feats.shape[0]
+        mem = self.input_proj(sp_feats)
+        mem_pos = self.pos(sp_centres)
+        n_l = self.cfg.n_learnable_queries
+        q = torch.cat([self.query_proj(mem), self.learnable.unsqueeze(0).expand(b, -1, -1)], 1)
+        q_pos = torch.cat([mem_pos, self.learnable_pos.unsqueeze(0).expand(b, -1, -1)], 1)
+        q_pad = torch.cat([sp_pad, sp_pad.new_zeros(b, n_l)], 1)
+        mask_mem = self.mask_feat(mem)
+        outs = []
+        for layer in self.layers:
+            q = layer(q, q_pos, q_pad, mem, mem_pos, sp_pad)
+            qn, masks, obj = self._heads(q, mask_mem)
+            cls = torch.cat([self.cls(qn, text), self.no_object(qn)], -1)
+            masks = masks.masked_fill(sp_pad.unsqueeze(1), -1e4)
+            outs.append((cls, masks, obj))
+        cls, masks, obj = outs[-1]
+        return DecoderOutput(cls, masks, obj, q_pad, sp_pad, aux=outs[:-1])
+
+
+class SemanticHead(nn.Module):
+    """Per-point semantic logits ``(N, C)`` from fused features ``(N, in_dim)``: learned or open vocabulary."""
+
+    def __init__(self, in_dim: int, num_classes: int, open_vocab: bool, temperature: float = 0.07):
+        super().__init__()
+        self.head = ClassHead(in_dim, num_classes, open_vocab, temperature)
+
+    def forward(self, feats: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(feats, text)

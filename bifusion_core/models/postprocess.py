@@ -1,0 +1,126 @@
+"""Decoder outputs -> labelled points and an instance list (scores, mask NMS, semantic fill-in)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class PostprocessConfig:
+    score_threshold: float = 0.2      # instance score = class prob x objectness x mean mask prob
+    mask_threshold: float = 0.5       # superpoint in a mask when its mask probability exceeds this
+    nms_iou: float = 0.5              # a lower-scored mask overlapping a kept one more than this is dropped
+    min_points: int = 50              # instances with fewer points are dropped
+    max_instances: int = 100
+    semantic_confidence: float = 0.5  # superpoints below this take their nearest confident neighbour's label
+    fill_radius: float = 0.5          # metres; farther than this: background
+    background: int = -1              # label of points with no confident class
+
+    def __post_init__(self) -> None:
+        for name in ("score_threshold", "mask_threshold", "nms_iou", "semantic_confidence"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]")
+        if self.min_points < 0 or self.max_instances < 1 or self.fill_radius < 0:
+            raise ValueError("min_points >= 0, max_instances >= 1 and fill_radius >= 0 are required")
+
+
+@dataclass
+class Instance:
+    """One instance of a frame: ``center``/``size`` are the axis-aligned box of its points (metres)."""
+
+    id: int
+    class_id: int
+    class_name: str
+    score: float
+    point_indices: torch.Tensor
+    center: torch.Tensor
+    size: torch.Tensor
+
+    @property
+    def point_count(self) -> int:
+        return int(self.point_indices.numel())
+
+
+@dataclass
+class Segmentation:
+    """Per-point outputs ``(N,)``: semantic label (``background`` where unknown), instance id (-1: none),
+    score (instance score inside instances, semantic confidence elsewhere); and the instances."""
+
+    semantic: torch.Tensor
+    instance: torch.Tensor
+    score: torch.Tensor
+    instances: list[Instance] = field(default_factory=list)
+
+
+def mask_nms(masks: torch.Tensor, scores: torch.Tensor, weight: torch.Tensor, iou: float) -> torch.Tensor:
+    """Greedy NMS of ``(Q, S)`` boolean masks with ``(Q,)`` scores, overlap weighted by ``(S,)`` point counts.
+    Returns kept indices, best first."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    m = masks[order].to(weight.dtype) * weight
+    inter = m @ masks[order].to(weight.dtype).t()
+    area = inter.diagonal()
+    ious = inter / (area.unsqueeze(0) + area.unsqueeze(1) - inter).clamp_min(1e-9)
+    keep: list[int] = []
+    for i in range(order.numel()):
+        if all(float(ious[i, j]) <= iou for j in keep):
+            keep.append(i)
+    return order[torch.as_tensor(keep, dtype=torch.int64)]
+
+
+def postprocess(class_logits: torch.Tensor, mask_logits: torch.Tensor, objectness: torch.Tensor,
+                sem_logits: torch.Tensor, sp_ids: torch.Tensor, sp_centres: torch.Tensor, points: torch.Tensor,
+                class_names: list[str], cfg: PostprocessConfig | None = None) -> Segmentation:
+    """One sample: ``class_logits (Q, C+1)``, ``mask_logits (Q, S)``, ``objectness (Q,)``,
+    ``sem_logits (N, C)``, ``sp_ids (N,)``, ``sp_centres (S, 3)``, ``points (N, 3)``."""
+    cfg = cfg or PostprocessConfig()
+    n, s = sp_ids.shape[0], mask_logits.shape[1]
+    c = class_logits.shape[1] - 1
+    if len(class_names) != c or sem_logits.shape[1] != c:
+        raise ValueError(f"{len(class_names)} class names for {c} decoder classes / {sem_logits.shape[1]} semantic")
+    sizes = torch.bincount(sp_ids, minlength=s).to(torch.float32)
+    # --- instances
+    cls_prob, cls = class_logits.float().softmax(-1)[:, :c].max(1)
+    mp = mask_logits.float().sigmoid()
+    masks = mp > cfg.mask_threshold
+    npts = masks.float() @ sizes
+    mean_mp = (mp * masks) @ sizes / npts.clamp_min(1)
+    score = cls_prob * objectness.float().sigmoid() * mean_mp
+    cand = ((score >= cfg.score_threshold) & (npts >= max(cfg.min_points, 1))).nonzero().squeeze(1)
+    kept = cand[mask_nms(masks[cand], score[cand], sizes, cfg.nms_iou)][: cfg.max_instances]
+    # each superpoint goes to the best-scoring kept instance that covers it
+    sp_inst = torch.full((s,), -1, dtype=torch.int64)
+    if kept.numel():
+        cover = masks[kept].float() * score[kept].unsqueeze(1)
+        best_val, best = cover.max(0)
+        sp_inst = torch.where(best_val > 0, best, sp_inst)
+    point_slot = sp_inst[sp_ids]
+    instances, instance = [], torch.full((n,), -1, dtype=torch.int64)
+    point_score = torch.zeros(n)
+    for slot, q in enumerate(kept.tolist()):
+        idx = (point_slot == slot).nonzero().squeeze(1)
+        if idx.numel() < cfg.min_points or idx.numel() == 0:
+            continue
+        new_id = len(instances) + 1
+        instance[idx] = new_id
+        point_score[idx] = float(score[q])
+        lo, hi = points[idx].min(0).values, points[idx].max(0).values
+        instances.append(Instance(new_id, int(cls[q]), class_names[int(cls[q])], float(score[q]), idx,
+                                  (lo + hi) / 2, hi - lo))
+    # --- semantics at superpoint level, unconfident superpoints filled from the nearest confident one
+    sem_prob = sem_logits.float().softmax(-1)
+    sp_prob = torch.zeros(s, c).index_add_(0, sp_ids, sem_prob) / sizes.clamp_min(1).unsqueeze(1)
+    sp_conf, sp_label = sp_prob.max(1)
+    confident = (sp_conf >= cfg.semantic_confidence) & (sizes > 0)
+    sp_label = torch.where(confident, sp_label, torch.full_like(sp_label, cfg.background))
+    weak = (~confident & (sizes > 0)).nonzero().squeeze(1)
+    strong = confident.nonzero().squeeze(1)
+    if weak.numel() and strong.numel():
+        d = torch.cdist(sp_centres[weak].float(), sp_centres[strong].float())
+        dmin, j = d.min(1)
+        near = dmin <= cfg.fill_radius
+        sp_label[weak[near]] = sp_label[strong[j[near]]]
+    semantic = sp_label[sp_ids]
+    outside = instance < 0
+    point_score[outside] = sp_conf[sp_ids][outside]
+    return Segmentation(semantic, instance, point_score, instances)
