@@ -4,10 +4,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import sparse
+from . import decoder, sparse
 from .common import machine, write_json
 
-STAGES = {"sparse": sparse}
+class _Stage:
+    def __init__(self, doc, run, add_args):
+        self.__doc__, self.run, self.add_args = doc, run, add_args
+
+
+STAGES = {
+    "sparse": sparse,
+    "superpoints": _Stage("``superpoints`` stage: VCCS superpoints of a 50k-point synthetic cloud.",
+                          decoder.run_superpoints, decoder.add_args),
+    "decoder": _Stage("``decoder`` stage: query decoder + post-processing on the superpoints of 50k points.",
+                      decoder.run_decoder, decoder.add_args),
+}
 
 
 def main(argv=None) -> int:
