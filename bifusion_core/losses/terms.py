@@ -1,0 +1,113 @@
+"""Loss terms of DESIGN.md §3 (each a plain function of tensors)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
+
+
+class _GradScale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.scale, None
+
+
+def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the gradient by ``scale`` in the backward pass."""
+    return _GradScale.apply(x, scale)
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0,
+                       normalizer: float = 1.0) -> torch.Tensor:
+    """Focal loss (Lin et al.) on ``(Q, K)`` logits vs ``(Q, K)`` {0,1} targets, summed / ``normalizer``.
+
+    ``FL = -alpha_t (1 - p_t)^gamma log(p_t)`` with ``alpha_t = alpha`` for positives, ``1 - alpha`` for negatives.
+    """
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    a_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (a_t * (1 - p_t) ** gamma * ce).sum() / normalizer
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over masks of ``1 - (2|P∩G| + 1) / (|P| + |G| + 1)``; ``(M, S)`` logits and targets, optional
+    ``(S,)`` weights (points per superpoint)."""
+    p = logits.sigmoid()
+    w = torch.ones_like(p[0]) if weight is None else weight
+    inter = (p * targets * w).sum(1)
+    return (1 - (2 * inter + 1) / ((p * w).sum(1) + (targets * w).sum(1) + 1)).mean()
+
+
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy of ``(M, S)`` masks, mean over superpoints weighted by ``(S,)``, then over masks."""
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if weight is None:
+        return bce.mean()
+    return ((bce * weight).sum(1) / weight.sum().clamp_min(1e-9)).mean()
+
+
+def alignment_loss(f2d: torch.Tensor, f3d: torch.Tensor, valid: torch.Tensor, tau: float = 0.07,
+                   grad_2d: float = 0.05) -> torch.Tensor:
+    """``mean over valid points of -log(sigmoid(cos(f2d, f3d) / tau) + 1e-8)``; the 2D side passes through
+    :func:`grad_scale` (value unchanged, gradient x ``grad_2d``). Zero when no point is valid."""
+    v = valid.bool().view(-1)
+    if not bool(v.any()):
+        return f3d.sum() * 0
+    cos = F.cosine_similarity(grad_scale(f2d[v], grad_2d), f3d[v], dim=1)
+    return -torch.log(torch.sigmoid(cos / tau) + 1e-8).mean()
+
+
+def knn_indices(points: torch.Tensor, k: int, batch: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, k)`` indices of each point's k nearest other points in the same sample (KD-tree on the CPU).
+    Samples with fewer than k+1 points repeat their farthest neighbour; a single point points to itself."""
+    pts = points.detach().cpu().numpy().astype(np.float64)
+    b = np.zeros(len(pts), np.int64) if batch is None else batch.detach().cpu().numpy()
+    out = np.zeros((len(pts), k), np.int64)
+    for s in np.unique(b):
+        idx = np.nonzero(b == s)[0]
+        kk = min(k + 1, len(idx))
+        _, nn = cKDTree(pts[idx]).query(pts[idx], k=kk)
+        nn = nn.reshape(len(idx), kk)[:, 1:] if kk > 1 else nn.reshape(len(idx), 1)
+        if nn.shape[1] < k:
+            nn = np.concatenate([nn, np.repeat(nn[:, -1:], k - nn.shape[1], 1)], 1)
+        out[idx] = idx[nn]
+    return torch.from_numpy(out).to(points.device)
+
+
+def spatial_consistency_loss(f3d: torch.Tensor, knn: torch.Tensor) -> torch.Tensor:
+    """Pull each point's 3D feature toward its neighbours': mean ``1 - cos(f_i, f_j)`` over ``(N, k)`` pairs."""
+    return (1 - F.cosine_similarity(f3d.unsqueeze(1), f3d[knn], dim=2)).mean()
+
+
+def noview_pseudo_label_loss(sem_logits: torch.Tensor, valid: torch.Tensor, knn: torch.Tensor,
+                             confidence: float = 0.8) -> torch.Tensor:
+    """Points without a 2D view learn the majority label of their neighbours whose prediction confidence
+    exceeds ``confidence``; points with no such neighbour are left out. ``sem_logits (N, C)``, ``knn (N, k)``."""
+    with torch.no_grad():
+        prob = sem_logits.softmax(1)
+        conf, label = prob.max(1)
+        nb_ok = conf[knn] > confidence  # (N, k)
+        c = sem_logits.shape[1]
+        votes = torch.zeros(knn.shape[0], c, device=sem_logits.device)
+        votes.scatter_add_(1, label[knn], nb_ok.float())
+        target = votes.argmax(1)
+        use = (~valid.bool().view(-1)) & nb_ok.any(1)
+    if not bool(use.any()):
+        return sem_logits.sum() * 0
+    return F.cross_entropy(sem_logits[use], target[use])
+
+
+def stage_weights(progress: float) -> tuple[float, float, float, float]:
+    """(λ_sem, λ_inst, λ_align, λ_aux) by training progress p in [0, 1]: S0 p < 0.3, S1 p < 0.7, S2 after."""
+    if progress < 0.3:
+        return 0.3, 0.4, 0.2, 0.1
+    if progress < 0.7:
+        return 0.4, 0.5, 0.08, 0.02
+    return 0.45, 0.5, 0.04, 0.01

@@ -1,0 +1,444 @@
+"""A ROS-free TF buffer with tf2's lookup semantics (``tf2::BufferCore`` / ``tf2_ros.Buffer``).
+
+The node uses ``tf2_ros``; rosbag replay and the tests use :class:`TransformBuffer`, fed with the
+``/tf`` and ``/tf_static`` messages of a bag (rclpy or ``rosbags`` ``TransformStamped``, or anything with
+``header.frame_id``, ``header.stamp``, ``child_frame_id`` and ``transform.translation/rotation``).
+
+Semantics mirrored from tf2:
+
+- A ``TransformStamped`` with parent ``header.frame_id`` and child ``child_frame_id`` is an edge of the
+  frame tree; its matrix maps child coordinates to parent coordinates. ``lookup(target, source, t)``
+  returns ``T_target_source`` (``p_target = T @ p_source``), chaining child -> parent edges up to the
+  common ancestor of the two frames (edges above it are never evaluated).
+- Each child frame keeps a time-sorted history of its dynamic transforms. Data older than
+  ``newest - cache_time`` (default 10 s, like tf2) is pruned, and inserting data that old is rejected;
+  inserting a second transform with a stamp already in the history is ignored (tf2 ``TF_REPEATED_DATA``).
+  ``add`` returns False in both cases.
+- A transform is sampled by linear interpolation of the translation and slerp (shortest path) of the
+  rotation between the two samples bracketing the requested time; a time equal to a sample returns it.
+  A time after the newest or before the oldest sample is an extrapolation error ("into the future" /
+  "into the past"); with a single sample only its exact time is valid. Each sample also records its parent;
+  where the bracketing samples disagree the earlier one is used without interpolation (tf2 does the same).
+- Static transforms (``/tf_static``) keep only the latest value per child and are valid at every time.
+- Time 0 means "the latest time at which the whole chain is available": the minimum over the dynamic edges
+  of the chain of their newest stamps (static edges do not count; 0 stays 0 if the chain is all static),
+  tf2's ``getLatestCommonTime``.
+- Frames are known once they appear as a parent or child (a leading ``/`` is stripped, in ``add`` as tf2 does
+  and, more leniently than tf2, in lookups). ``lookup(f, f, t)`` is the identity even for an
+  unknown frame (as tf2).
+- ``timeout`` (seconds) waits, like ``tf2_ros.Buffer.lookup_transform``, for another thread to ``add`` the
+  missing data, then raises the last error.
+
+Deliberate differences: quaternions are normalised on ``add`` (tf2 rejects ones whose squared norm is off
+by > 0.01), invalid input raises ``ValueError`` instead of being logged and dropped, a child added as static
+after being dynamic (or the reverse) switches kind (tf2 keeps the kind first seen), and a requested
+float-seconds time within 1 µs of a sample snaps to it (float seconds of a wall-clock stamp carry ~0.2 µs of
+rounding; pass the Time message for exact stamps).
+
+Errors are :class:`TransformError` (a ``LookupError``) subclasses saying which frames, which time and why:
+:class:`FrameNotFoundError` (unknown frame, tf2 ``LookupException``), :class:`ConnectivityError` (frames in
+different trees), :class:`ExtrapolationError` (time outside the buffered data).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time as _time
+from dataclasses import dataclass
+
+import numpy as np
+
+from bifusion_ros.convert import quaternion_to_matrix, transform_to_tq
+from bifusion_ros.sync import stamp_to_ns
+
+__all__ = [
+    "TransformBuffer",
+    "TransformError",
+    "FrameNotFoundError",
+    "ConnectivityError",
+    "ExtrapolationError",
+    "slerp",
+    "interpolate",
+]
+
+_NS = 1_000_000_000
+_SNAP_NS = 1_000
+_MAX_DEPTH = 1000
+
+
+class TransformError(LookupError):
+    """A transform could not be looked up; ``target_frame``, ``source_frame`` and ``stamp`` (s) say which."""
+
+    def __init__(self, message: str, target_frame: str = "", source_frame: str = "", stamp: float | None = None):
+        super().__init__(message)
+        self.target_frame = target_frame
+        self.source_frame = source_frame
+        self.stamp = stamp
+
+
+class FrameNotFoundError(TransformError):
+    """A frame that no transform in the buffer mentions (tf2 ``LookupException``)."""
+
+
+class ConnectivityError(TransformError):
+    """The two frames are not part of the same tree (tf2 ``ConnectivityException``)."""
+
+
+class ExtrapolationError(TransformError):
+    """The requested time is outside the buffered data of an edge (tf2 ``ExtrapolationException``)."""
+
+
+def _fmt(ns: int) -> str:
+    return f"{ns / _NS:.9f}"
+
+
+def slerp(q0, q1, r: float) -> np.ndarray:
+    """Spherical interpolation of unit quaternions ``(4,)`` xyzw at ratio ``r`` in [0, 1], shortest path
+    (``q1`` is negated when ``q0 . q1 < 0``, as tf2); nearly equal quaternions are lerped and normalised."""
+    q0 = np.asarray(q0, dtype=np.float64)
+    q1 = np.asarray(q1, dtype=np.float64)
+    dot = float(q0 @ q1)
+    if dot < 0:
+        q1, dot = -q1, -dot
+    if dot > 1.0 - 1e-12:
+        q = (1 - r) * q0 + r * q1
+    else:
+        theta = math.acos(min(dot, 1.0))
+        s = math.sin(theta)
+        q = (math.sin((1 - r) * theta) / s) * q0 + (math.sin(r * theta) / s) * q1
+    return q / np.linalg.norm(q)
+
+
+def interpolate(t0, q0, t1, q1, r: float) -> tuple[np.ndarray, np.ndarray]:
+    """Translation ``(3,)`` lerp and rotation ``(4,)`` slerp at ratio ``r`` between two poses."""
+    t0 = np.asarray(t0, dtype=np.float64)
+    t1 = np.asarray(t1, dtype=np.float64)
+    return t0 + r * (t1 - t0), slerp(q0, q1, r)
+
+
+def _matrix(t: np.ndarray, q: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = quaternion_to_matrix(q)
+    T[:3, 3] = t
+    return T
+
+
+def _invert(T: np.ndarray) -> np.ndarray:
+    R = T[:3, :3]
+    out = np.eye(4)
+    out[:3, :3] = R.T
+    out[:3, 3] = -R.T @ T[:3, 3]
+    return out
+
+
+@dataclass
+class _Sample:
+    stamp: int  # ns
+    parent: str
+    t: np.ndarray  # (3,)
+    q: np.ndarray  # (4,) xyzw, unit
+
+
+class _EdgeCache:
+    """History of one child frame's transform to its parent (tf2 ``TimeCache`` / ``StaticCache``)."""
+
+    def __init__(self, static: bool, cache_ns: int):
+        self.static = static
+        self.cache_ns = cache_ns
+        self.samples: list[_Sample] = []  # oldest first
+
+    def insert(self, sample: _Sample) -> bool:
+        if self.static:
+            self.samples = [sample]
+            return True
+        if self.samples and self.samples[-1].stamp > sample.stamp + self.cache_ns:
+            return False  # older than the cache window (tf2 TF_OLD_DATA)
+        i = len(self.samples)
+        while i > 0 and self.samples[i - 1].stamp > sample.stamp:
+            i -= 1
+        if i > 0 and self.samples[i - 1].stamp == sample.stamp:
+            return False  # tf2 TF_REPEATED_DATA: the first one stays
+        self.samples.insert(i, sample)
+        latest = self.samples[-1].stamp
+        while self.samples and self.samples[0].stamp + self.cache_ns < latest:
+            self.samples.pop(0)
+        return True
+
+    def latest(self) -> tuple[int, str | None]:
+        """(newest stamp or 0 for static / empty, parent of the newest sample or None when empty)."""
+        if not self.samples:
+            return 0, None
+        return (0 if self.static else self.samples[-1].stamp), self.samples[-1].parent
+
+    def sample(self, ns: int) -> tuple[_Sample | None, str]:
+        """The (interpolated) sample at ``ns`` (0 = newest), or ``(None, reason)``."""
+        s = self.samples
+        if not s:
+            return None, "the cache of this frame is empty"
+        if self.static or ns == 0:
+            return s[-1], ""
+        if len(s) == 1:
+            if abs(s[0].stamp - ns) <= _SNAP_NS:
+                return s[0], ""
+            return None, (f"Lookup would require extrapolation at time {_fmt(ns)}, but only time "
+                          f"{_fmt(s[0].stamp)} is in the buffer")
+        if abs(ns - s[-1].stamp) <= _SNAP_NS:
+            return s[-1], ""
+        if abs(ns - s[0].stamp) <= _SNAP_NS:
+            return s[0], ""
+        if ns > s[-1].stamp:
+            return None, (f"Lookup would require extrapolation into the future. Requested time {_fmt(ns)} "
+                          f"but the latest data is at time {_fmt(s[-1].stamp)}")
+        if ns < s[0].stamp:
+            return None, (f"Lookup would require extrapolation into the past. Requested time {_fmt(ns)} "
+                          f"but the earliest data is at time {_fmt(s[0].stamp)}")
+        lo, hi = 0, len(s) - 1  # s[lo].stamp < ns < s[hi].stamp
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if s[mid].stamp <= ns:
+                lo = mid
+            else:
+                hi = mid
+        a, b = s[lo], s[hi]
+        if a.stamp == ns:
+            return a, ""
+        if a.parent != b.parent:
+            return a, ""
+        r = (ns - a.stamp) / (b.stamp - a.stamp)
+        t, q = interpolate(a.t, a.q, b.t, b.q, r)
+        return _Sample(ns, a.parent, t, q), ""
+
+
+class TransformBuffer:
+    """A tf2-like transform buffer (see the module doc).
+
+    Args:
+        cache_time: seconds of dynamic history kept per edge (tf2 default 10 s).
+    """
+
+    def __init__(self, cache_time: float = 10.0):
+        if not (math.isfinite(cache_time) and cache_time > 0):
+            raise ValueError(f"cache_time must be a positive number of seconds, got {cache_time}")
+        self.cache_time = float(cache_time)
+        self._cache_ns = int(round(cache_time * _NS))
+        self._edges: dict[str, _EdgeCache] = {}
+        self._frames: set[str] = set()
+        self._cond = threading.Condition(threading.RLock())
+
+    # ---------------------------------------------------------------------------------------------- input
+    def add(self, transform, static: bool = False) -> bool:
+        """Add one ``TransformStamped``-like transform (parent ``header.frame_id``, child ``child_frame_id``).
+
+        Returns False when tf2 would ignore it (older than the cache window, or a repeated stamp).
+
+        Raises:
+            ValueError: empty frame ids, a frame that is its own parent, non-finite values or a zero
+                quaternion.
+        """
+        parent = str(transform.header.frame_id).lstrip("/")
+        child = str(transform.child_frame_id).lstrip("/")
+        if not parent or not child:
+            raise ValueError(f"transform with empty frame id (parent {parent!r}, child {child!r})")
+        if parent == child:
+            raise ValueError(f"transform from frame {child!r} to itself")
+        stamp = stamp_to_ns(transform.header.stamp)
+        try:
+            t, q = transform_to_tq(transform.transform)
+        except ValueError as exc:
+            raise ValueError(f"transform {parent!r} -> {child!r} at {_fmt(stamp)}: {exc}") from None
+        with self._cond:
+            edge = self._edges.get(child)
+            if edge is None or edge.static != bool(static):
+                edge = self._edges[child] = _EdgeCache(bool(static), self._cache_ns)
+            ok = edge.insert(_Sample(stamp, parent, t, q))
+            if ok:
+                self._frames.update((parent, child))
+                self._cond.notify_all()
+            return ok
+
+    def add_message(self, tf_message, static: bool = False) -> int:
+        """Add every transform of a ``tf2_msgs/TFMessage``; returns how many were accepted."""
+        return sum(bool(self.add(t, static)) for t in tf_message.transforms)
+
+    def clear(self) -> None:
+        """Drop all dynamic data (static transforms stay, as tf2 ``clear``)."""
+        with self._cond:
+            for edge in self._edges.values():
+                if not edge.static:
+                    edge.samples.clear()
+
+    # --------------------------------------------------------------------------------------------- queries
+    def frames(self) -> list[str]:
+        """All known frame ids, sorted."""
+        with self._cond:
+            return sorted(self._frames)
+
+    def has_frame(self, frame: str) -> bool:
+        with self._cond:
+            return frame.lstrip("/") in self._frames
+
+    def latest_common_time(self, target_frame: str, source_frame: str) -> float:
+        """Seconds of the newest time at which the chain between the frames is available (0.0 if all static).
+
+        Raises:
+            FrameNotFoundError, ConnectivityError: see :meth:`lookup`.
+        """
+        target, source = target_frame.lstrip("/"), source_frame.lstrip("/")
+        with self._cond:
+            if target == source:
+                edge = self._edges.get(source)
+                return (edge.latest()[0] if edge else 0) / _NS
+            self._validate(target, source, 0)
+            return self._latest_common_ns(target, source) / _NS
+
+    def can_transform(self, target_frame: str, source_frame: str, stamp=0.0, timeout: float = 0.0) -> bool:
+        """Whether :meth:`lookup` would succeed (waiting up to ``timeout`` seconds)."""
+        try:
+            self.lookup(target_frame, source_frame, stamp, timeout)
+            return True
+        except TransformError:
+            return False
+
+    def lookup(self, target_frame: str, source_frame: str, stamp=0.0, timeout: float = 0.0) -> np.ndarray:
+        """``(4, 4)`` float64 ``T_target_source`` at ``stamp`` (``p_target = T @ p_source``).
+
+        Args:
+            target_frame: frame the result expresses points in.
+            source_frame: frame the points are given in.
+            stamp: seconds, a ``builtin_interfaces/Time`` / rclpy Time, or 0 for the latest common time.
+            timeout: seconds to wait for missing data added by another thread.
+
+        Raises:
+            FrameNotFoundError: a frame no transform mentions.
+            ConnectivityError: the frames are in different trees.
+            ExtrapolationError: ``stamp`` outside the buffered data of an edge on the chain.
+            TransformError: an empty frame id, or a loop in the tree.
+        """
+        return self.lookup_with_time(target_frame, source_frame, stamp, timeout)[0]
+
+    def lookup_with_time(self, target_frame: str, source_frame: str, stamp=0.0,
+                         timeout: float = 0.0) -> tuple[np.ndarray, float]:
+        """:meth:`lookup` plus the time (seconds) the transform is valid at (the resolved time for stamp 0)."""
+        target, source = str(target_frame).lstrip("/"), str(source_frame).lstrip("/")
+        ns = stamp_to_ns(stamp)
+        deadline = _time.monotonic() + max(0.0, float(timeout))
+        with self._cond:
+            while True:
+                try:
+                    T, used = self._lookup(target, source, ns)
+                    return T, used / _NS
+                except TransformError:
+                    remaining = deadline - _time.monotonic()
+                    if remaining <= 0:
+                        raise
+                    self._cond.wait(remaining)
+
+    # -------------------------------------------------------------------------------------------- internals
+    def _validate(self, target: str, source: str, ns: int) -> None:
+        for arg, frame in (("target_frame", target), ("source_frame", source)):
+            if not frame:
+                raise TransformError(f"invalid argument: {arg} is empty", target, source, ns / _NS)
+            if frame not in self._frames:
+                known = ", ".join(sorted(self._frames)) or "none"
+                raise FrameNotFoundError(
+                    f'"{frame}" passed to lookup as {arg} does not exist (known frames: {known})',
+                    target, source, ns / _NS,
+                )
+
+    def _latest_common_ns(self, target: str, source: str) -> int:
+        """tf2 ``getLatestCommonTime`` (uses each edge's newest parent)."""
+        inf = math.inf
+        src_min: dict[str, float] = {}
+        frame, common = source, inf
+        for _ in range(_MAX_DEPTH):
+            src_min[frame] = common
+            if frame == target:
+                return 0 if common == inf else int(common)
+            edge = self._edges.get(frame)
+            if edge is None:
+                break
+            latest, parent = edge.latest()
+            if parent is None:
+                break
+            if latest:
+                common = min(common, latest)
+            frame = parent
+        else:
+            raise TransformError(f"the tf tree contains a loop above {source!r}", target, source, 0.0)
+        frame, common = target, inf
+        for _ in range(_MAX_DEPTH):
+            if frame in src_min:
+                common = min(common, src_min[frame])
+                return 0 if common == inf else int(common)
+            edge = self._edges.get(frame)
+            if edge is None:
+                break
+            latest, parent = edge.latest()
+            if parent is None:
+                break
+            if latest:
+                common = min(common, latest)
+            frame = parent
+        else:
+            raise TransformError(f"the tf tree contains a loop above {target!r}", target, source, 0.0)
+        raise ConnectivityError(self._connectivity_message(target, source), target, source, 0.0)
+
+    @staticmethod
+    def _connectivity_message(target: str, source: str) -> str:
+        return (f"Could not find a connection between '{target}' and '{source}' because they are not part of "
+                "the same tree (the tf data has two or more unconnected trees)")
+
+    def _lookup(self, target: str, source: str, ns: int) -> tuple[np.ndarray, int]:
+        if target == source:
+            if ns == 0:
+                edge = self._edges.get(source)
+                ns = edge.latest()[0] if edge else 0
+            return np.eye(4), ns
+        self._validate(target, source, ns)
+        if ns == 0:
+            ns = self._latest_common_ns(target, source)
+        where = f", when looking up transform from frame [{source}] to frame [{target}]"
+
+        # walk from the source up; T_frame_source for each frame reached
+        chain: dict[str, np.ndarray] = {}
+        frame, acc = source, np.eye(4)
+        source_error = ""
+        for _ in range(_MAX_DEPTH):
+            chain[frame] = acc
+            if frame == target:
+                return acc, ns
+            edge = self._edges.get(frame)
+            if edge is None:
+                break  # a root
+            sample, why = edge.sample(ns)
+            if sample is None:
+                source_error = f"{why} (edge {frame!r} -> its parent)"
+                break
+            acc = _matrix(sample.t, sample.q) @ acc
+            frame = sample.parent
+            if frame in chain:
+                raise TransformError(f"the tf tree contains a loop through {frame!r}{where}", target, source, ns / _NS)
+        else:
+            raise TransformError(f"the tf tree is deeper than {_MAX_DEPTH} frames (a loop?){where}",
+                                 target, source, ns / _NS)
+
+        # walk from the target up until the source chain is met; T_frame_target
+        frame, acc = target, np.eye(4)
+        seen = set()
+        for _ in range(_MAX_DEPTH):
+            if frame in chain:
+                return _invert(acc) @ chain[frame], ns
+            seen.add(frame)
+            edge = self._edges.get(frame)
+            if edge is None:
+                break
+            sample, why = edge.sample(ns)
+            if sample is None:
+                raise ExtrapolationError(f"{why} (edge {frame!r} -> its parent){where}", target, source, ns / _NS)
+            acc = _matrix(sample.t, sample.q) @ acc
+            frame = sample.parent
+            if frame in seen:
+                raise TransformError(f"the tf tree contains a loop through {frame!r}{where}", target, source, ns / _NS)
+        if source_error:
+            raise ExtrapolationError(source_error + where, target, source, ns / _NS)
+        raise ConnectivityError(self._connectivity_message(target, source), target, source, ns / _NS)

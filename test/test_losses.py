@@ -1,0 +1,92 @@
+"""Loss terms on hand cases."""
+import math
+
+import pytest
+import torch
+
+from bifusion_core.losses.terms import (alignment_loss, dice_loss, grad_scale, knn_indices,
+                                        noview_pseudo_label_loss, sigmoid_focal_loss,
+                                        spatial_consistency_loss, stage_weights, weighted_bce)
+
+
+def test_focal_loss_hand_value():
+    logits = torch.tensor([[0.0, 2.0]])
+    targets = torch.tensor([[1.0, 0.0]])
+    p0, p1 = 0.5, 1 / (1 + math.exp(-2.0))
+    expected = 0.25 * (1 - p0) ** 2 * -math.log(p0) + 0.75 * p1**2 * -math.log(1 - p1)
+    assert abs(float(sigmoid_focal_loss(logits, targets)) - expected) < 1e-6
+    # gamma 0, alpha 0.5 -> half the BCE sum
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+    assert abs(float(sigmoid_focal_loss(logits, targets, alpha=0.5, gamma=0.0)) - 0.5 * float(bce)) < 1e-6
+
+
+def test_dice_of_identical_masks_is_zero_and_disjoint_near_one():
+    t = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    big = torch.where(t > 0, 30.0, -30.0)
+    assert float(dice_loss(big, t)) < 1e-6
+    assert float(dice_loss(-big, t)) > 0.6
+    assert float(weighted_bce(big, t)) < 1e-6
+    # weights: a wrong superpoint with weight 0 costs nothing
+    logits = torch.tensor([[30.0, 30.0, 30.0, -30.0]])
+    assert float(weighted_bce(logits, t, torch.tensor([1.0, 1.0, 0.0, 1.0]))) < 1e-6
+    assert float(weighted_bce(logits, t, torch.tensor([1.0, 1.0, 1.0, 1.0]))) > 5
+
+
+def test_alignment_gradient_on_2d_side_is_five_percent():
+    torch.manual_seed(0)
+    f2d = torch.randn(10, 8, requires_grad=True)
+    f3d = torch.randn(10, 8, requires_grad=True)
+    valid = torch.ones(10, dtype=torch.bool)
+    valid[3] = False
+    loss = alignment_loss(f2d, f3d, valid)
+    loss.backward()
+    # reference: the same loss without the gradient scale
+    a, b = f2d.detach().clone().requires_grad_(True), f3d.detach().clone().requires_grad_(True)
+    cos = torch.nn.functional.cosine_similarity(a[valid], b[valid], dim=1)
+    ref = -torch.log(torch.sigmoid(cos / 0.07) + 1e-8).mean()
+    ref.backward()
+    assert abs(float(loss) - float(ref)) < 1e-6
+    torch.testing.assert_close(f2d.grad, 0.05 * a.grad)
+    torch.testing.assert_close(f3d.grad, b.grad)
+    assert float(f2d.grad[3].abs().sum()) == 0.0
+
+
+def test_grad_scale_value_unchanged():
+    x = torch.randn(4, requires_grad=True)
+    y = grad_scale(x, 0.1)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((4,), 0.1))
+
+
+def test_schedule_boundaries():
+    assert stage_weights(0.0) == stage_weights(0.2999) == (0.3, 0.4, 0.2, 0.1)
+    assert stage_weights(0.3) == stage_weights(0.6999) == (0.4, 0.5, 0.08, 0.02)
+    assert stage_weights(0.7) == stage_weights(1.0) == (0.45, 0.5, 0.04, 0.01)
+
+
+def test_knn_and_spatial_consistency():
+    pts = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [5.0, 0, 0], [5.1, 0, 0]])
+    batch = torch.tensor([0, 0, 0, 1])
+    nn = knn_indices(pts, 1, batch)
+    assert nn.squeeze(1).tolist() == [1, 0, 1, 3]  # sample 1 has one point: itself
+    f = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]]), dim=1)
+    assert float(spatial_consistency_loss(f, torch.tensor([[1], [0], [3], [2]]))) < 1e-6
+    assert abs(float(spatial_consistency_loss(f, torch.tensor([[2], [2], [0], [0]]))) - 1.0) < 1e-6
+
+
+def test_noview_pseudo_labels_from_confident_neighbours():
+    logits = torch.tensor([[0.0, 0.0], [5.0, 0.0], [5.0, 0.0], [0.0, 0.1]], requires_grad=True)
+    valid = torch.tensor([False, True, True, True])
+    knn = torch.tensor([[1, 2], [0, 2], [0, 1], [0, 0]])
+    loss = noview_pseudo_label_loss(logits, valid, knn, confidence=0.8)
+    assert abs(float(loss) - math.log(2)) < 1e-6  # point 0 learns class 0 from points 1 and 2
+    loss.backward()
+    assert logits.grad[0, 0] < 0 and logits.grad[1:].abs().sum() == 0
+    # no confident neighbour -> zero loss
+    assert float(noview_pseudo_label_loss(logits, valid, torch.tensor([[3, 3]] * 4))) == 0.0
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 0.9])
+def test_schedule_sums_are_positive(p):
+    assert all(w > 0 for w in stage_weights(p))
