@@ -8,7 +8,7 @@ setup(
     version="0.1.0",
     description="RGB-D -> live 3D instance + semantic segmentation with CLIP / sparse 3D U-Net fusion",
     packages=find_packages(include=["bifusion_core", "bifusion_core.*", "bifusion_ros", "bifusion_ros.*"]),
-    package_data={"bifusion_core": ["assets/*", "assets/**/*"]},
+    package_data={"bifusion_core": ["assets/*", "assets/**/*", "models/clip_configs/*.json"]},
     data_files=[("share/bifusion_ros/msg", glob("msg/*.msg"))],
     python_requires=">=3.10",
     entry_points={

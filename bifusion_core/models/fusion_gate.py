@@ -1,0 +1,111 @@
+"""LiteFusionGate: per-point mixing of f2D and f3D with a warm-up, a view-validity prior and channel SE.
+
+DESIGN.md §2::
+
+    alpha  = sigmoid(Linear(512->64) -> ReLU -> Linear(64->1))([f2D || f3D])      (N, 1)
+    warm-up (first ``early_steps`` training iterations): alpha = 0.5, the alpha MLP is not run (no gradient)
+    after:  alpha = alpha * valid + invalid_alpha * (1 - valid)                  (invalid_alpha = 0.1)
+    f_mix  = alpha * f2D + (1 - alpha) * f3D
+    w      = sigmoid(Linear(256->256)(mean of f_mix over the points of each sample))   (B, 256)
+    fused  = normalise(w[batch] * f_mix)                                          (N, 256)
+
+Step counter and eval mode: the schedule reads the buffer ``step`` (int64, saved in ``state_dict``), which
+every forward in *training* mode increments by one (after using it). The warm-up is a property of the
+trained weights, not of the mode: a module whose counter is still below ``early_steps`` gives alpha = 0.5 in
+eval mode too, so a checkpoint saved during warm-up behaves at inference exactly as it did in training
+(its alpha MLP was never trained). Trainers that run several forwards per optimizer step (gradient
+accumulation) or resume with a different schedule call :meth:`LiteFusionGate.set_step` instead of relying on
+the automatic increment.
+
+Default sizes: 32 832 + 65 (alpha MLP) + 65 792 (SE) = 98 689 parameters (~0.1 M).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FusionGateConfig", "LiteFusionGate"]
+
+
+@dataclass
+class FusionGateConfig:
+    feat_dim: int = 256
+    hidden: int = 64
+    early_steps: int = 3000
+    invalid_alpha: float = 0.1
+    warmup_alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.feat_dim < 1 or self.hidden < 1:
+            raise ValueError("feat_dim and hidden must be positive")
+        if self.early_steps < 0:
+            raise ValueError(f"early_steps must be >= 0, got {self.early_steps}")
+        for name in ("invalid_alpha", "warmup_alpha"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+class LiteFusionGate(nn.Module):
+    """``forward(f2d (N,C), f3d (N,C), valid (N,) bool/float, batch (N,) int | None, num_samples=None)``
+    -> ``(fused (N,C) unit norm, alpha (N,1))``.
+    """
+
+    def __init__(self, cfg: FusionGateConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or FusionGateConfig()
+        self.alpha_mlp = nn.Sequential(nn.Linear(2 * cfg.feat_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 1))
+        self.se = nn.Linear(cfg.feat_dim, cfg.feat_dim)
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+
+    @property
+    def in_warmup(self) -> bool:
+        """True while the counter is below ``early_steps`` (alpha fixed, alpha MLP not run)."""
+        return int(self.step) < self.cfg.early_steps
+
+    def set_step(self, step: int) -> None:
+        """Set the training-iteration counter (e.g. the trainer's global step)."""
+        if int(step) < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        self.step.fill_(int(step))
+
+    def forward(
+        self,
+        f2d: torch.Tensor,
+        f3d: torch.Tensor,
+        valid: torch.Tensor,
+        batch: torch.Tensor | None = None,
+        num_samples: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n, C = f3d.shape[0], self.cfg.feat_dim
+        if f2d.shape != (n, C) or f3d.shape != (n, C):
+            raise ValueError(f"f2d and f3d must both be (N, {C}), got {tuple(f2d.shape)} and {tuple(f3d.shape)}")
+        if valid.shape not in ((n,), (n, 1)):
+            raise ValueError(f"valid must be (N,) or (N, 1) with N = {n}, got {tuple(valid.shape)}")
+        v = valid.reshape(n, 1).to(f3d.dtype)
+        if batch is None:
+            batch = torch.zeros(n, dtype=torch.int64, device=f3d.device)
+        elif batch.shape != (n,) or batch.is_floating_point():
+            raise ValueError(f"batch must be an (N,) integer tensor, got {tuple(batch.shape)} {batch.dtype}")
+        batch = batch.to(torch.int64)
+        B = num_samples if num_samples is not None else (int(batch.max()) + 1 if n else 1)
+        if n and (int(batch.min()) < 0 or int(batch.max()) >= B):
+            raise ValueError(f"batch indices must be in [0, {B})")
+
+        if self.in_warmup:
+            alpha = f3d.new_full((n, 1), self.cfg.warmup_alpha)
+        else:
+            alpha = torch.sigmoid(self.alpha_mlp(torch.cat([f2d, f3d], dim=1)))
+            alpha = alpha * v + self.cfg.invalid_alpha * (1 - v)
+        f_mix = alpha * f2d + (1 - alpha) * f3d
+
+        sums = f_mix.new_zeros(B, C).index_add_(0, batch, f_mix)
+        counts = torch.bincount(batch, minlength=B).clamp_min(1).to(f_mix.dtype).unsqueeze(1)
+        w = torch.sigmoid(self.se(sums / counts))  # (B, C)
+        fused = F.normalize(w[batch] * f_mix, dim=1)
+
+        if self.training:
+            self.step += 1
+        return fused, alpha
