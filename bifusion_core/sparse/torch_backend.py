@@ -113,6 +113,7 @@ class GatherMatmulScatter(torch.autograd.Function):
     """``out[o] = sum_k sum_{(i,o) in map_k} feats[i] @ weight[k]`` with a hand-written backward."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # fp32 under autocast (index_add)
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
         out = feats.new_zeros(kmap.n_out, weight.shape[2])
         ptr = kmap.ptr
@@ -130,6 +131,7 @@ class GatherMatmulScatter(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_out: torch.Tensor):
         feats, weight = ctx.saved_tensors
         kmap: KernelMap = ctx.kmap

@@ -1,0 +1,85 @@
+"""Checkpoints: a plain dict of tensors and builtins, loaded with ``torch.load(weights_only=True)``.
+
+Layout: ``{"format": "bifusion-checkpoint", "version": 1, "config": {...}, "model": state_dict,
+"class_names": [...], "meta": {...}}`` (training adds ``"train"`` state: optimizer, scheduler, RNG, step).
+A checkpoint is untrusted input: anything else is rejected with a clear error.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import from_dict, to_dict
+from .bifusion import BiFusionConfig, BiFusionModel
+
+FORMAT = "bifusion-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """The file is not a usable BiFusion checkpoint (corrupt, foreign, or incompatible)."""
+
+
+def save_checkpoint(path, model: BiFusionModel, meta: dict | None = None, train_state: dict | None = None) -> None:
+    """Write ``model`` (and optional training state) atomically to ``path``."""
+    payload = {"format": FORMAT, "version": VERSION, "config": to_dict(model.cfg),
+               "model": model.trainable_state_dict(), "class_names": list(model.class_names), "meta": meta or {}}
+    if train_state is not None:
+        payload["train"] = train_state
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def read_checkpoint(path) -> dict:
+    """Load and validate the checkpoint dict (tensors on the CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not a safe, valid checkpoint
+        raise CheckpointError(f"{path}: not a readable BiFusion checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a BiFusion checkpoint (no format tag {FORMAT!r}); "
+                              "plain state dicts or other projects' checkpoints are not accepted")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {data.get('version')!r}, this code reads {VERSION}")
+    for key in ("config", "model", "class_names"):
+        if key not in data:
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    return data
+
+
+def load_model(path, device: str | torch.device = "cpu", config_overrides: dict | None = None) -> tuple[BiFusionModel, dict]:
+    """Rebuild the model from a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
+    data = read_checkpoint(path)
+    cfg_dict = data["config"]
+    if config_overrides:
+        cfg_dict = _merge(cfg_dict, config_overrides)
+    try:
+        cfg = from_dict(BiFusionConfig, cfg_dict, "checkpoint config")
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: invalid config: {exc}") from exc
+    model = BiFusionModel(cfg)
+    sd = data["model"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd and not k.startswith("encoder.clip.clip.")]
+    unexpected = [k for k in sd if k not in own]
+    bad_shape = [k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad_shape:
+        raise CheckpointError(f"{path}: weights do not fit the config: missing {missing[:5]}, unexpected "
+                              f"{unexpected[:5]}, wrong shape {bad_shape[:5]}")
+    model.load_state_dict(sd, strict=False)
+    model.class_names = [str(c) for c in data["class_names"]]
+    return model.to(device).eval(), data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

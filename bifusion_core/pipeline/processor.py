@@ -1,0 +1,102 @@
+"""ROS-free frame processor: RGB-D frame in, labelled points and instances out."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.bifusion import BiFusionModel, StageTimer, frames_to_input
+from ..models.checkpoint import load_model
+from .types import Frame, FrameResult
+
+log = logging.getLogger(__name__)
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo" / "synthetic_small.pt"
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    return dev
+
+
+def default_checkpoint() -> Path:
+    if not DEMO_CHECKPOINT.is_file():
+        raise FileNotFoundError(f"no checkpoint given and the shipped demo checkpoint is missing ({DEMO_CHECKPOINT})")
+    return DEMO_CHECKPOINT
+
+
+class FrameProcessor:
+    """Runs :class:`BiFusionModel` on single frames (inference mode, optional fp16 autocast on CUDA)."""
+
+    def __init__(self, model: BiFusionModel, device: str | torch.device = "auto", half: bool = False):
+        self.device = pick_device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        self.half = bool(half) and self.device.type == "cuda"
+        if half and not self.half:
+            log.warning("half precision needs CUDA; running in float32 on %s", self.device)
+
+    @classmethod
+    def from_checkpoint(cls, path=None, device: str = "auto", half: bool = False, classes=None) -> "FrameProcessor":
+        model, _ = load_model(path or default_checkpoint(), "cpu")
+        proc = cls(model, device, half)
+        if classes:
+            proc.set_classes(classes)
+        return proc
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.model.class_names)
+
+    def set_classes(self, names) -> None:
+        self.model.set_classes(list(names))
+
+    def process(self, frame: Frame) -> FrameResult:
+        """One frame -> :class:`FrameResult` (points in the frame's world frame).
+
+        Raises ``ValueError`` for unusable input (size mismatch, no depth, bad pose/intrinsics).
+        """
+        t_all = time.perf_counter()
+        timer = StageTimer(True)
+        cfg = self.model.cfg
+        with timer("backproject"):
+            inp = frames_to_input([(frame.rgb, frame.depth, frame.intrinsics, frame.pose)], cfg.frame)
+        with timer("superpoints"):
+            from ..models.bifusion import batch_superpoints
+
+            inp.superpoints = batch_superpoints(inp.points, inp.colours, inp.batch, cfg.superpoints)
+        inp = inp.to(self.device)
+        amp = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
+        with torch.inference_mode(), amp:
+            out = self.model(inp, timer)
+            with timer("postprocess", self.device):
+                seg = self.model.segment(inp, out)[0]
+        pts = inp.points.cpu().numpy()
+        instance = seg.instance.numpy().copy()
+        instance[instance < 0] = 0
+        alpha = out.enc.alpha.float().squeeze(1).cpu().numpy()
+        pixels = inp.pixels.cpu().numpy()
+        h, w = frame.rgb.shape[:2]
+        alpha_img = np.full((h, w), np.nan, np.float32)
+        s = cfg.frame.stride
+        for dv in range(s):  # fill each sampled pixel's stride x stride block
+            for du in range(s):
+                u, v = np.minimum(pixels[:, 0] + du, w - 1), np.minimum(pixels[:, 1] + dv, h - 1)
+                alpha_img[v, u] = alpha
+        timer.times["total"] = time.perf_counter() - t_all
+        return FrameResult(
+            points=pts.astype(np.float32),
+            colours=(inp.colours.cpu().numpy() * 255).round().astype(np.uint8),
+            semantic=seg.semantic.numpy().astype(np.int64), instance=instance.astype(np.int64),
+            score=seg.score.numpy().astype(np.float32), alpha=alpha.astype(np.float32), pixels=pixels,
+            instances=seg.instances, class_names=self.class_names, stamp=frame.stamp, frame_id=frame.frame_id,
+            timings=dict(timer.times), alpha_image=alpha_img,
+        )

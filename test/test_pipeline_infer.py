@@ -1,0 +1,101 @@
+"""Checkpoints (round trip, corrupt, foreign), the frame processor and the single-frame CLI."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bifusion_core.infer import main as infer_main
+from bifusion_core.io.ply import read_ply
+from bifusion_core.models.bifusion import BiFusionModel
+from bifusion_core.models.checkpoint import CheckpointError, load_model, save_checkpoint
+from bifusion_core.models.presets import tiny_config
+from bifusion_core.pipeline import Frame, FrameProcessor
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = BiFusionModel(tiny_config())
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    save_checkpoint(path, model, meta={"note": "test"})
+    return path, model
+
+
+def frame(h=60, w=80):
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    depth = np.full((h, w), 2.0, np.float32)
+    depth[:, w // 2:] = 1.2
+    return rgb, depth, (60.0, 60.0, w / 2, h / 2)
+
+
+def test_checkpoint_round_trip(ckpt):
+    path, model = ckpt
+    loaded, data = load_model(path)
+    assert data["meta"] == {"note": "test"}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path, ckpt):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(ckpt[0].read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_model(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(CheckpointError, match="not a BiFusion checkpoint"):
+        load_model(foreign)
+    data = torch.load(ckpt[0], weights_only=True)
+    data["model"]["decoder.obj.weight"] = torch.zeros(3, 3)
+    torch.save(data, tmp_path / "shape.pt")
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_model(tmp_path / "shape.pt")
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_processor_result_contract(ckpt):
+    proc = FrameProcessor.from_checkpoint(ckpt[0], "cpu")
+    rgb, depth, intr = frame()
+    res = proc.process(Frame(rgb, depth, intr, np.eye(4), stamp=3.5))
+    n = res.num_points
+    assert n == (60 // 4) * (80 // 4)  # stride 4 in the tiny config
+    assert res.points.shape == (n, 3) and res.colours.dtype == np.uint8
+    for arr in (res.semantic, res.instance, res.score, res.alpha):
+        assert arr.shape == (n,)
+    assert (res.instance >= 0).all() and res.stamp == 3.5
+    assert np.isfinite(res.alpha_image).sum() == 60 * 80  # every pixel's block is covered at stride 4
+    assert {"clip", "backbone", "decoder", "superpoints", "total"} <= set(res.timings)
+    # depth 1.2 m on the right half: z of those points
+    right = res.pixels[:, 0] >= 40
+    assert np.allclose(res.points[right, 2], 1.2, atol=1e-5)
+    with pytest.raises(ValueError):
+        proc.process(Frame(rgb[:30], depth, intr, np.eye(4)))
+
+
+def test_infer_cli_writes_outputs(ckpt, tmp_path):
+    rgb, depth, intr = frame()
+    cv2.imwrite(str(tmp_path / "c.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "d.png"), (depth * 1000).astype(np.uint16))
+    out = tmp_path / "out"
+    rc = infer_main(["--color", str(tmp_path / "c.png"), "--depth", str(tmp_path / "d.png"),
+                     "--intrinsics", "60,60,40,30", "--checkpoint", str(ckpt[0]), "--device", "cpu",
+                     "--out", str(out)])
+    assert rc == 0
+    ply = read_ply(out / "c.ply")
+    assert {"x", "y", "z", "red", "label", "instance", "score", "alpha"} <= set(ply.dtype.names)
+    assert len(ply) == 300 and np.allclose(np.sort(np.unique(ply["z"].round(3))), [1.2, 2.0])
+    for png in ("c_labels.png", "c_instances.png", "c_alpha.png"):
+        img = cv2.imread(str(out / png))
+        assert img is not None and img.shape == (60, 80, 3)
+    info = json.loads((out / "c_instances.json").read_text())
+    assert info["classes"] == ["wall", "floor", "chair", "table"]
+    # bad input: clear error and a non-zero exit, no crash
+    cv2.imwrite(str(tmp_path / "small.png"), (depth[:30] * 1000).astype(np.uint16))
+    assert infer_main(["--color", str(tmp_path / "c.png"), "--depth", str(tmp_path / "small.png"),
+                       "--intrinsics", "60,60,40,30", "--checkpoint", str(ckpt[0]), "--out", str(out)]) == 2
+    with pytest.raises(SystemExit):
+        infer_main(["--color", "c", "--depth", "d", "--intrinsics", "1,2", "--out", str(out)])
