@@ -152,6 +152,15 @@ def test_forward_shapes_norms_invalid_zero_and_batching():
     assert f.shape == (n, 256)
     assert torch.allclose(f[valid].norm(dim=1), torch.ones(int(valid.sum())), atol=1e-5)
     assert torch.equal(f[~valid], torch.zeros(int((~valid).sum()), 256))
+    # f2D = L2(bilinear sample of Proj2D applied to the token grid), checked against the numpy sampler
+    with torch.no_grad():
+        tok, _, _ = m.dense_tokens(imgs)
+        grid = m.proj2d.net(tok.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).double().numpy()
+    for i in range(n):
+        if valid[i]:
+            exp = bilinear_reference(grid[int(batch[i])], float(uv[i, 0]), float(uv[i, 1]), 16)
+            exp = exp / np.linalg.norm(exp)
+            assert np.allclose(f[i].detach().numpy(), exp, atol=1e-5)
     # points of image 1 see image 1: same as running image 1 alone
     one = batch == 1
     f1 = m(imgs[1:], uv[one], None, valid[one])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import decoder, sparse
+from . import decoder, encoder, sparse
 from .common import machine, write_json
 
 class _Stage:
@@ -16,6 +16,10 @@ STAGES = {
     "sparse": sparse,
     "superpoints": _Stage("``superpoints`` stage: VCCS superpoints of a 50k-point synthetic cloud.",
                           decoder.run_superpoints, decoder.add_args),
+    "encoder": _Stage("``encoder`` stage: per-stage latency of the encoder on one 640x480 frame.",
+                      encoder.run_encoder, encoder.add_args),
+    "frame": _Stage("``frame`` stage: whole single-frame inference (encoder + superpoints + decoder) at 640x480.",
+                    encoder.run_frame, encoder.add_args),
     "decoder": _Stage("``decoder`` stage: query decoder + post-processing on the superpoints of 50k points.",
                       decoder.run_decoder, decoder.add_args),
 }

@@ -509,8 +509,11 @@ class Clip2D(nn.Module):
             raise ValueError(f"batch must be an (N,) = ({n},) integer tensor, got {tuple(batch.shape)}")
         if batch is not None and n and (int(batch.min()) < 0 or int(batch.max()) >= tok.shape[0]):
             raise ValueError(f"batch indices must be in [0, {tok.shape[0]}) (number of images)")
-        sampled = sample_dense(tok, uv, batch, self.patch, scale)
-        f2d = self.proj2d(sampled.to(self.proj2d.net[0].weight.dtype))
+        # Proj2D runs on the token grid (B*Hp*Wp tokens, e.g. 1200 at 480x640) and the 256-d result is sampled
+        # at the points, then normalised: DESIGN.md's "tokens -> Proj2D -> L2 -> f2D (sampled at each point's
+        # pixel)", and ~60x cheaper than projecting every one of ~10^5 sampled points.
+        grid = self.proj2d.net(tok.permute(0, 2, 3, 1).to(self.proj2d.net[0].weight.dtype)).permute(0, 3, 1, 2)
+        f2d = F.normalize(sample_dense(grid, uv, batch, self.patch, scale), dim=-1)
         if valid is not None:
             if valid.shape != (n,):
                 raise ValueError(f"valid must be (N,) = ({n},), got {tuple(valid.shape)}")
