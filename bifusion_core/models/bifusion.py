@@ -54,6 +54,7 @@ class BiFusionConfig:
     frame: FrameConfig = field(default_factory=FrameConfig)
     class_set: str = "scannet200"           # class names come from this set unless class_names is given
     class_names: list[str] | None = None
+    clip_lora_rank: int = 0                 # > 0: LoRA adapters on the CLIP image tower's MLPs (stage S2)
 
     def __post_init__(self) -> None:
         dim = self.backbone.out_dim
@@ -64,6 +65,8 @@ class BiFusionConfig:
         names = self.resolved_class_names()
         if len(names) != self.decoder.num_classes:
             raise ValueError(f"{len(names)} class names but decoder.num_classes = {self.decoder.num_classes}")
+        if self.clip_lora_rank < 0:
+            raise ValueError("clip_lora_rank must be >= 0")
         if abs(self.pe_film.voxel_size - self.backbone.voxel_size) > 1e-12:
             raise ValueError("pe_film.voxel_size must equal backbone.voxel_size")
 
@@ -196,6 +199,10 @@ class BiFusionEncoder(nn.Module):
     def __init__(self, cfg: BiFusionConfig):
         super().__init__()
         self.clip = Clip2D(cfg.clip)
+        if cfg.clip_lora_rank:
+            from .lora import add_lora
+
+            add_lora(self.clip.clip.visual, cfg.clip_lora_rank)
         self.backbone = Backbone3D(cfg.backbone)
         self.pe_film = PEFiLM(cfg.pe_film)
         self.gate = LiteFusionGate(cfg.gate)
@@ -325,4 +332,4 @@ class BiFusionModel(nn.Module):
         sd = self.state_dict()
         if self.cfg.clip.pretrained is None and self.cfg.clip.weights_path is None:
             return sd
-        return {k: v for k, v in sd.items() if not k.startswith("encoder.clip.clip.")}
+        return {k: v for k, v in sd.items() if not k.startswith("encoder.clip.clip.") or ".lora_" in k}

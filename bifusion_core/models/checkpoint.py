@@ -67,7 +67,7 @@ def load_model(path, device: str | torch.device = "cpu", config_overrides: dict 
     model = BiFusionModel(cfg)
     sd = data["model"]
     own = model.state_dict()
-    missing = [k for k in own if k not in sd and not k.startswith("encoder.clip.clip.")]
+    missing = [k for k in own if k not in sd and (not k.startswith("encoder.clip.clip.") or ".lora_" in k)]
     unexpected = [k for k in sd if k not in own]
     bad_shape = [k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or bad_shape:

@@ -1,0 +1,138 @@
+"""The BiFusion training loss: ``L = λ1 L_sem + λ2 L_inst + λ3 L_align + λ4 L_aux`` (DESIGN.md §3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .matcher import MatcherConfig, hungarian_match
+from .terms import (alignment_loss, dice_loss, knn_indices, noview_pseudo_label_loss, sigmoid_focal_loss,
+                    spatial_consistency_loss, stage_weights, weighted_bce)
+
+
+@dataclass
+class LossConfig:
+    ignore_index: int = -100
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    w_cls: float = 1.0
+    w_mask: float = 0.8
+    w_obj: float = 0.2
+    mask_bce: float = 0.6
+    mask_dice: float = 0.4
+    tau: float = 0.07
+    align_grad_2d: float = 0.05
+    knn: int = 8
+    pseudo_confidence: float = 0.8
+    w_spatial: float = 1.0   # λ41
+    w_noview: float = 1.0    # λ42
+    deep_supervision: bool = True
+    min_instance_points: int = 10
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+
+    def __post_init__(self) -> None:
+        if self.knn < 1 or not 0 < self.tau or not 0 <= self.pseudo_confidence <= 1:
+            raise ValueError("knn >= 1, tau > 0 and pseudo_confidence in [0, 1] are required")
+
+
+@dataclass
+class Targets:
+    """Per-point ground truth of a batch: ``semantic (N,)`` class index (``ignore_index`` unlabelled),
+    ``instance (N,)`` instance id (-1 none; ids need only be unique within a sample), and the class indices
+    that are not instances (walls, floors: ``stuff``)."""
+
+    semantic: torch.Tensor
+    instance: torch.Tensor
+    stuff: tuple[int, ...] = ()
+
+
+def instance_targets(local_sp: torch.Tensor, n_sp: int, sem: torch.Tensor, inst: torch.Tensor, cfg: LossConfig,
+                     stuff: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One sample -> (labels ``(G,)``, masks ``(G, S)`` = fraction of each superpoint's points in the instance,
+    superpoint sizes ``(S,)``)."""
+    sizes = torch.bincount(local_sp, minlength=n_sp).to(torch.float32)
+    ids = torch.unique(inst[inst >= 0])
+    labels, masks = [], []
+    for g in ids.tolist():
+        sel = inst == g
+        if int(sel.sum()) < cfg.min_instance_points:
+            continue
+        s = sem[sel]
+        s = s[s != cfg.ignore_index]
+        if s.numel() == 0:
+            continue
+        lab = int(torch.mode(s).values)
+        if lab in stuff:
+            continue
+        cnt = torch.bincount(local_sp[sel], minlength=n_sp).to(torch.float32)
+        labels.append(lab)
+        masks.append(cnt / sizes.clamp_min(1))
+    if not labels:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, n_sp), sizes
+    return torch.tensor(labels, dtype=torch.int64), torch.stack(masks), sizes
+
+
+class BiFusionCriterion:
+    """Computes every term (logged separately) and the scheduled total."""
+
+    def __init__(self, cfg: LossConfig | None = None):
+        self.cfg = cfg or LossConfig()
+
+    def instance_loss(self, cls, masks, obj, labels, gt_masks, sizes) -> dict[str, torch.Tensor]:
+        """One decoder layer, one sample (padding removed): focal classes, 0.6 BCE + 0.4 Dice masks, BCE
+        objectness, after Hungarian matching."""
+        c = self.cfg
+        labels, gt_masks, sizes = labels.to(cls.device), gt_masks.to(cls.device), sizes.to(cls.device)
+        qi, gi = hungarian_match(cls, masks, labels, gt_masks, c.matcher, sizes)
+        qi, gi = qi.to(cls.device), gi.to(cls.device)
+        n_cls = cls.shape[1]
+        target = torch.zeros_like(cls)
+        target[:, n_cls - 1] = 1.0  # no object
+        if qi.numel():
+            target[qi, n_cls - 1] = 0.0
+            target[qi, labels[gi]] = 1.0
+        l_cls = sigmoid_focal_loss(cls, target, c.focal_alpha, c.focal_gamma, normalizer=max(1, int(qi.numel())))
+        obj_t = torch.zeros_like(obj)
+        obj_t[qi] = 1.0
+        l_obj = F.binary_cross_entropy_with_logits(obj, obj_t)
+        if qi.numel():
+            m, t = masks[qi], gt_masks[gi]
+            l_mask = c.mask_bce * weighted_bce(m, t, sizes) + c.mask_dice * dice_loss(m, t, sizes)
+        else:
+            l_mask = masks.sum() * 0
+        return {"inst_cls": l_cls, "inst_mask": l_mask, "inst_obj": l_obj}
+
+    def __call__(self, out, inp, tgt: Targets, progress: float) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        sem_t = tgt.semantic.to(out.sem_logits.device)
+        inst_t = tgt.instance.to(out.sem_logits.device)
+        terms: dict[str, torch.Tensor] = {}
+        if bool((sem_t != c.ignore_index).any()):
+            terms["sem"] = F.cross_entropy(out.sem_logits.float(), sem_t, ignore_index=c.ignore_index)
+        else:
+            terms["sem"] = out.sem_logits.sum() * 0
+        # instances: every sample, every decoder layer (deep supervision), averaged
+        layers = list(out.dec.aux) + [(out.dec.class_logits, out.dec.mask_logits, out.dec.objectness)]
+        if not c.deep_supervision:
+            layers = layers[-1:]
+        acc = {"inst_cls": 0.0, "inst_mask": 0.0, "inst_obj": 0.0}
+        for b, idx in enumerate(out.sample_points):
+            s = out.sp_centres[b].shape[0]
+            labels, gt_masks, sizes = instance_targets(out.sp_local[b], s, sem_t[idx], inst_t[idx], c, tgt.stuff)
+            q = ~out.dec.query_pad[b]
+            for cls, masks, obj in layers:
+                li = self.instance_loss(cls[b][q].float(), masks[b][q][:, :s].float(), obj[b][q].float(), labels,
+                                        gt_masks, sizes)
+                for k in acc:
+                    acc[k] = acc[k] + li[k] / (len(layers) * len(out.sample_points))
+        terms.update(acc)
+        terms["inst"] = c.w_cls * acc["inst_cls"] + c.w_mask * acc["inst_mask"] + c.w_obj * acc["inst_obj"]
+        terms["align"] = alignment_loss(out.enc.f2d.float(), out.enc.f3d.float(), out.enc.valid, c.tau, c.align_grad_2d)
+        knn = knn_indices(inp.points, c.knn, inp.batch)
+        terms["spatial"] = spatial_consistency_loss(out.enc.f3d.float(), knn)
+        terms["noview"] = noview_pseudo_label_loss(out.sem_logits.float(), out.enc.valid, knn, c.pseudo_confidence)
+        terms["aux"] = c.w_spatial * terms["spatial"] + c.w_noview * terms["noview"]
+        l1, l2, l3, l4 = stage_weights(progress)
+        terms["total"] = l1 * terms["sem"] + l2 * terms["inst"] + l3 * terms["align"] + l4 * terms["aux"]
+        return terms

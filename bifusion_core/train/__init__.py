@@ -1,0 +1,1 @@
+"""Training: python -m bifusion_core.train (see __main__.py)."""

@@ -1,0 +1,70 @@
+"""Staged unfreezing (DESIGN.md §4).
+
+S0 (first ``s0_iters``): Proj2D (and the text projection), the 3D head (1x1 conv + BN), the semantic head and
+the decoder train; the U-Net, FiLM and the gate are frozen, the gate's α is fixed at 0.5 (its warm-up length
+is ``s0_iters``). S1 (next ``s1_iters``): FiLM, the whole U-Net and the gate join. S2 (``s2_iters``, optional):
+LoRA adapters on the CLIP image tower join as well. Frozen modules are also kept in eval mode so their
+batch-norm statistics do not move.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..models.bifusion import BiFusionModel
+
+
+@dataclass
+class StageConfig:
+    s0_iters: int = 3000
+    s1_iters: int = 20000
+    s2_iters: int = 10000
+    lora_rank: int = 8
+
+    def __post_init__(self) -> None:
+        if min(self.s0_iters, self.s1_iters, self.s2_iters) < 0 or self.lora_rank < 0:
+            raise ValueError("stage lengths and lora_rank must be >= 0")
+        if self.s2_iters and not self.lora_rank:
+            raise ValueError("stage S2 trains LoRA adapters: set lora_rank > 0 or s2_iters = 0")
+
+    @property
+    def total(self) -> int:
+        return self.s0_iters + self.s1_iters + self.s2_iters
+
+    def stage_at(self, step: int) -> int:
+        if step < self.s0_iters:
+            return 0
+        if step < self.s0_iters + self.s1_iters:
+            return 1
+        return 2
+
+
+def stage_modules(model: BiFusionModel, stage: int) -> tuple[list[nn.Module], list[nn.Module]]:
+    """(trainable modules, frozen modules) of a stage; CLIP's own weights are always frozen."""
+    enc = model.encoder
+    heads = [enc.clip.proj2d, enc.clip.text_proj, enc.backbone.head, enc.backbone.head_bn, model.sem_head,
+             model.decoder]
+    later = [enc.pe_film, enc.backbone.unet, enc.gate]
+    if stage == 0:
+        return heads, later
+    return heads + later, []
+
+
+def lora_parameters(model: BiFusionModel):
+    return [p for n, p in model.encoder.clip.clip.named_parameters() if ".lora_" in n]
+
+
+def apply_stage(model: BiFusionModel, stage: int) -> None:
+    """Set ``requires_grad`` (and train/eval mode of frozen parts) for ``stage``."""
+    train_mods, frozen = stage_modules(model, stage)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in train_mods:
+        for p in m.parameters():
+            p.requires_grad_(True)
+        m.train(model.training)
+    for m in frozen:
+        m.eval()
+    for p in lora_parameters(model):
+        p.requires_grad_(stage >= 2)
