@@ -5,19 +5,24 @@ import pytest
 import torch
 
 from bifusion_core.losses.terms import (alignment_loss, dice_loss, grad_scale, knn_indices,
-                                        noview_pseudo_label_loss, sigmoid_focal_loss,
+                                        noview_pseudo_label_loss, softmax_focal_loss,
                                         spatial_consistency_loss, stage_weights, weighted_bce)
 
 
 def test_focal_loss_hand_value():
-    logits = torch.tensor([[0.0, 2.0]])
-    targets = torch.tensor([[1.0, 0.0]])
-    p0, p1 = 0.5, 1 / (1 + math.exp(-2.0))
-    expected = 0.25 * (1 - p0) ** 2 * -math.log(p0) + 0.75 * p1**2 * -math.log(1 - p1)
-    assert abs(float(sigmoid_focal_loss(logits, targets)) - expected) < 1e-6
-    # gamma 0, alpha 0.5 -> half the BCE sum
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
-    assert abs(float(sigmoid_focal_loss(logits, targets, alpha=0.5, gamma=0.0)) - 0.5 * float(bce)) < 1e-6
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    target = torch.tensor([0, 2])  # query 0 -> class 0, query 1 -> "no object" (index 2)
+    p = torch.softmax(logits, 1)
+    p0, p1 = float(p[0, 0]), float(p[1, 2])
+    fl0 = (1 - p0) ** 2 * -math.log(p0)
+    fl1 = (1 - p1) ** 2 * -math.log(p1)
+    expected = (1.0 * fl0 + 0.25 * fl1) / 1.25
+    assert abs(float(softmax_focal_loss(logits, target, no_object=2)) - expected) < 1e-6
+    # gamma 0, alpha 1 -> plain cross-entropy
+    ce = torch.nn.functional.cross_entropy(logits, target)
+    assert abs(float(softmax_focal_loss(logits, target, 2, alpha=1.0, gamma=0.0)) - float(ce)) < 1e-6
+    # a confident correct prediction costs (almost) nothing
+    assert float(softmax_focal_loss(torch.tensor([[20.0, 0.0, 0.0]]), torch.tensor([0]), 2)) < 1e-12
 
 
 def test_dice_of_identical_masks_is_zero_and_disjoint_near_one():
@@ -45,7 +50,7 @@ def test_alignment_gradient_on_2d_side_is_five_percent():
     cos = torch.nn.functional.cosine_similarity(a[valid], b[valid], dim=1)
     ref = -torch.log(torch.sigmoid(cos / 0.07) + 1e-8).mean()
     ref.backward()
-    assert abs(float(loss) - float(ref)) < 1e-6
+    assert abs(float(loss.detach()) - float(ref.detach())) < 1e-6
     torch.testing.assert_close(f2d.grad, 0.05 * a.grad)
     torch.testing.assert_close(f3d.grad, b.grad)
     assert float(f2d.grad[3].abs().sum()) == 0.0

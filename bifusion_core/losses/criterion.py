@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .matcher import MatcherConfig, hungarian_match
-from .terms import (alignment_loss, dice_loss, knn_indices, noview_pseudo_label_loss, sigmoid_focal_loss,
+from .terms import (alignment_loss, dice_loss, knn_indices, noview_pseudo_label_loss, softmax_focal_loss,
                     spatial_consistency_loss, stage_weights, weighted_bce)
 
 
@@ -27,6 +27,7 @@ class LossConfig:
     pseudo_confidence: float = 0.8
     w_spatial: float = 1.0   # λ41
     w_noview: float = 1.0    # λ42
+    aux_points: int = 4096   # L_aux on this many points per batch (evenly spaced), neighbours from all points
     deep_supervision: bool = True
     min_instance_points: int = 10
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
@@ -80,19 +81,17 @@ class BiFusionCriterion:
         self.cfg = cfg or LossConfig()
 
     def instance_loss(self, cls, masks, obj, labels, gt_masks, sizes) -> dict[str, torch.Tensor]:
-        """One decoder layer, one sample (padding removed): focal classes, 0.6 BCE + 0.4 Dice masks, BCE
-        objectness, after Hungarian matching."""
+        """One decoder layer, one sample (padding removed): softmax focal classes (unmatched queries target
+        "no object"), 0.6 BCE + 0.4 Dice masks, BCE objectness, after Hungarian matching."""
         c = self.cfg
         labels, gt_masks, sizes = labels.to(cls.device), gt_masks.to(cls.device), sizes.to(cls.device)
         qi, gi = hungarian_match(cls, masks, labels, gt_masks, c.matcher, sizes)
         qi, gi = qi.to(cls.device), gi.to(cls.device)
-        n_cls = cls.shape[1]
-        target = torch.zeros_like(cls)
-        target[:, n_cls - 1] = 1.0  # no object
+        no_obj = cls.shape[1] - 1
+        target = torch.full((cls.shape[0],), no_obj, dtype=torch.int64, device=cls.device)
         if qi.numel():
-            target[qi, n_cls - 1] = 0.0
-            target[qi, labels[gi]] = 1.0
-        l_cls = sigmoid_focal_loss(cls, target, c.focal_alpha, c.focal_gamma, normalizer=max(1, int(qi.numel())))
+            target[qi] = labels[gi]
+        l_cls = softmax_focal_loss(cls, target, no_obj, c.focal_alpha, c.focal_gamma)
         obj_t = torch.zeros_like(obj)
         obj_t[qi] = 1.0
         l_obj = F.binary_cross_entropy_with_logits(obj, obj_t)
@@ -130,8 +129,11 @@ class BiFusionCriterion:
         terms["inst"] = c.w_cls * acc["inst_cls"] + c.w_mask * acc["inst_mask"] + c.w_obj * acc["inst_obj"]
         terms["align"] = alignment_loss(out.enc.f2d.float(), out.enc.f3d.float(), out.enc.valid, c.tau, c.align_grad_2d)
         knn = knn_indices(inp.points, c.knn, inp.batch)
-        terms["spatial"] = spatial_consistency_loss(out.enc.f3d.float(), knn)
-        terms["noview"] = noview_pseudo_label_loss(out.sem_logits.float(), out.enc.valid, knn, c.pseudo_confidence)
+        n = inp.points.shape[0]
+        sub = torch.linspace(0, n - 1, min(n, c.aux_points), device=knn.device).round().long()
+        terms["spatial"] = spatial_consistency_loss(out.enc.f3d.float(), knn[sub], sub)
+        terms["noview"] = noview_pseudo_label_loss(out.sem_logits.float(), out.enc.valid, knn[sub], c.pseudo_confidence,
+                                                   sub)
         terms["aux"] = c.w_spatial * terms["spatial"] + c.w_noview * terms["noview"]
         l1, l2, l3, l4 = stage_weights(progress)
         terms["total"] = l1 * terms["sem"] + l2 * terms["inst"] + l3 * terms["align"] + l4 * terms["aux"]

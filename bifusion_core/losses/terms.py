@@ -23,17 +23,18 @@ def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
     return _GradScale.apply(x, scale)
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0,
-                       normalizer: float = 1.0) -> torch.Tensor:
-    """Focal loss (Lin et al.) on ``(Q, K)`` logits vs ``(Q, K)`` {0,1} targets, summed / ``normalizer``.
+def softmax_focal_loss(logits: torch.Tensor, target: torch.Tensor, no_object: int, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss over ``(Q, K)`` softmax class logits (the last class "no object") and ``(Q,)`` targets.
 
-    ``FL = -alpha_t (1 - p_t)^gamma log(p_t)`` with ``alpha_t = alpha`` for positives, ``1 - alpha`` for negatives.
+    ``FL_q = (1 - p_q)^gamma * -log(p_q)`` with ``p_q`` the probability of the target; the queries are averaged
+    with weight ``alpha`` for "no object" targets and 1 for matched ones (``sum w FL / sum w``), so the few
+    matched queries are not drowned by the many unmatched ones (DETR's ``eos_coef`` role).
     """
-    p = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = p * targets + (1 - p) * (1 - targets)
-    a_t = alpha * targets + (1 - alpha) * (1 - targets)
-    return (a_t * (1 - p_t) ** gamma * ce).sum() / normalizer
+    logp = torch.log_softmax(logits, dim=-1).gather(1, target.view(-1, 1)).squeeze(1)
+    fl = (1 - logp.exp()) ** gamma * -logp
+    w = torch.where(target == no_object, torch.full_like(fl, alpha), torch.ones_like(fl))
+    return (w * fl).sum() / w.sum().clamp_min(1e-9)
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,27 +82,30 @@ def knn_indices(points: torch.Tensor, k: int, batch: torch.Tensor | None = None)
     return torch.from_numpy(out).to(points.device)
 
 
-def spatial_consistency_loss(f3d: torch.Tensor, knn: torch.Tensor) -> torch.Tensor:
-    """Pull each point's 3D feature toward its neighbours': mean ``1 - cos(f_i, f_j)`` over ``(N, k)`` pairs."""
-    return (1 - F.cosine_similarity(f3d.unsqueeze(1), f3d[knn], dim=2)).mean()
+def spatial_consistency_loss(f3d: torch.Tensor, knn: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Pull each point's 3D feature toward its neighbours': mean ``1 - cos(f_i, f_j)`` over the ``(M, k)``
+    neighbour indices ``knn`` of points ``rows`` (``(M,)``, default all ``N``)."""
+    fi = f3d if rows is None else f3d[rows]
+    return (1 - F.cosine_similarity(fi.unsqueeze(1), f3d[knn], dim=2)).mean()
 
 
 def noview_pseudo_label_loss(sem_logits: torch.Tensor, valid: torch.Tensor, knn: torch.Tensor,
-                             confidence: float = 0.8) -> torch.Tensor:
+                             confidence: float = 0.8, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Points without a 2D view learn the majority label of their neighbours whose prediction confidence
-    exceeds ``confidence``; points with no such neighbour are left out. ``sem_logits (N, C)``, ``knn (N, k)``."""
+    exceeds ``confidence``; points with no such neighbour are left out. ``sem_logits (N, C)``, ``knn (M, k)``
+    neighbours of points ``rows (M,)`` (default all)."""
+    rows = torch.arange(sem_logits.shape[0], device=sem_logits.device) if rows is None else rows
     with torch.no_grad():
         prob = sem_logits.softmax(1)
         conf, label = prob.max(1)
-        nb_ok = conf[knn] > confidence  # (N, k)
-        c = sem_logits.shape[1]
-        votes = torch.zeros(knn.shape[0], c, device=sem_logits.device)
+        nb_ok = conf[knn] > confidence  # (M, k)
+        votes = torch.zeros(knn.shape[0], sem_logits.shape[1], device=sem_logits.device)
         votes.scatter_add_(1, label[knn], nb_ok.float())
         target = votes.argmax(1)
-        use = (~valid.bool().view(-1)) & nb_ok.any(1)
+        use = (~valid.bool().view(-1)[rows]) & nb_ok.any(1)
     if not bool(use.any()):
         return sem_logits.sum() * 0
-    return F.cross_entropy(sem_logits[use], target[use])
+    return F.cross_entropy(sem_logits[rows[use]], target[use])
 
 
 def stage_weights(progress: float) -> tuple[float, float, float, float]:

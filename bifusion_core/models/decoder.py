@@ -5,7 +5,6 @@ Shapes use B samples (frames or crops), S superpoints per sample (padded to the 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -143,12 +142,6 @@ class QueryDecoder(nn.Module):
         self.cls = ClassHead(d, cfg.num_classes, cfg.open_vocab, cfg.temperature)
         self.no_object = nn.Linear(d, 1)
         self.obj = nn.Linear(d, 1)
-        # focal-loss prior (RetinaNet): class logits start at p = 0.01, so the many unmatched queries do not
-        # swamp the first steps
-        prior = -math.log((1 - 0.01) / 0.01)
-        if not cfg.open_vocab:
-            nn.init.constant_(self.cls.fc.bias, prior)
-        nn.init.constant_(self.no_object.bias, prior)
 
     def _heads(self, q, mem):
         q = self.out_norm(q)

@@ -45,8 +45,13 @@ class FrameProcessor:
             log.warning("half precision needs CUDA; running in float32 on %s", self.device)
 
     @classmethod
-    def from_checkpoint(cls, path=None, device: str = "auto", half: bool = False, classes=None) -> "FrameProcessor":
-        model, _ = load_model(path or default_checkpoint(), "cpu")
+    def from_checkpoint(cls, path=None, device: str = "auto", half: bool = False, classes=None,
+                        voxel_size: float | None = None) -> "FrameProcessor":
+        """``path`` None: the shipped demo checkpoint; ``voxel_size`` (> 0) overrides the trained voxel size."""
+        over = None
+        if voxel_size:
+            over = {"backbone": {"voxel_size": float(voxel_size)}, "pe_film": {"voxel_size": float(voxel_size)}}
+        model, _ = load_model(path or default_checkpoint(), "cpu", over)
         proc = cls(model, device, half)
         if classes:
             proc.set_classes(classes)

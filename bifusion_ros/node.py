@@ -1,0 +1,538 @@
+"""The BiFusion ROS 2 node (``ros2 run bifusion_ros bifusion_node``, ``python -m bifusion_ros.node``).
+
+Data flow::
+
+    colour ┐
+    depth  ├─ message_filters.ApproximateTimeSynchronizer ─► _on_synced: validate + convert (executor thread)
+    info   ┘                                                        │ submit (one-slot mailbox, newest wins)
+                                                                    ▼
+          LatestFrameWorker thread: TF pose (world_frame <- camera frame at the image stamp, tf_timeout)
+          ─► FrameProcessor.process(Frame) ─► PointCloud2 + MarkerArray + InstanceArray + α Image
+
+- Subscriptions use sensor-data QoS (best effort: also connects to realsense2_camera's reliable publishers).
+- The TF lookup runs on the worker thread, so waiting ``tf_timeout`` for the pose never blocks the executor
+  (which keeps receiving ``/tf`` meanwhile).
+- A bad frame (encoding, sizes, camera info, missing TF, processor or publishing exception) is logged
+  (first occurrence of each reason, then at most every 5 s), counted per reason
+  (:data:`bifusion_ros.params.SKIP_REASONS`) and skipped; the node keeps running.
+- ``/diagnostics`` gets a ``DiagnosticArray`` every ``diagnostics_period``: counts and per-stage latency.
+- ``classes`` may be changed at run time; the change is applied between two frames
+  (``FrameProcessor.set_classes``) and rejected with a reason when the processor refuses it.
+
+Parameters: :data:`bifusion_ros.params.PARAMS`. Every ROS import of the package lives in this module;
+conversions are in :mod:`bifusion_ros.convert`, the mailbox in :mod:`bifusion_ros.worker`.
+"""
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+import message_filters
+import rclpy
+import tf2_ros
+from bifusion_ros.msg import InstanceArray
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from bifusion_ros import convert
+from bifusion_ros.params import NODE_NAME, PARAMS, SKIP_REASONS, UNKNOWN_LABEL, spec, validate
+from bifusion_ros.sync import stamp_to_ns
+from bifusion_ros.worker import LatencyStats, LatestFrameWorker
+
+__all__ = ["BiFusionNode", "FrameSkipped", "frame_inputs", "result_outputs", "load_processor", "main"]
+
+OUTPUT_QOS_DEPTH = 2
+"""Keep-last depth of the (reliable) output publishers: a late subscriber gets the newest frame, never a backlog."""
+
+_SKIP_LOG_PERIOD = 5.0
+
+
+class FrameSkipped(Exception):
+    """A frame is dropped for ``reason`` (one of :data:`~bifusion_ros.params.SKIP_REASONS`)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ROS-free steps (message objects in, numpy / message objects out)
+# ---------------------------------------------------------------------------------------------------------------
+def frame_inputs(color, depth, info, depth_scale: float = 0.001):
+    """Validate a synchronised colour / depth / camera-info set; returns ``(rgb, depth_m, intrinsics)``.
+
+    ``rgb`` ``(H, W, 3)`` uint8, ``depth_m`` ``(H, W)`` float32 metres (NaN = no reading),
+    ``intrinsics`` a :class:`bifusion_ros.convert.Intrinsics`.
+
+    Raises:
+        FrameSkipped: ``bad_encoding``, ``size_mismatch``, ``bad_image`` or ``bad_camera_info``.
+    """
+    if str(color.encoding) not in convert.COLOUR_ENCODINGS:
+        raise FrameSkipped("bad_encoding", f"colour image encoding {color.encoding!r} is not one of "
+                                           f"{', '.join(convert.COLOUR_ENCODINGS)}")
+    if str(depth.encoding) not in convert.DEPTH_ENCODINGS:
+        raise FrameSkipped("bad_encoding", f"depth image encoding {depth.encoding!r} is not one of "
+                                           f"{', '.join(convert.DEPTH_ENCODINGS)}")
+    try:
+        h, w = convert.check_rgb_depth(color, depth)
+    except ValueError as exc:
+        raise FrameSkipped("size_mismatch", str(exc)) from None
+    try:
+        intrinsics = convert.camera_info_to_intrinsics(info)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise FrameSkipped("bad_camera_info", str(exc)) from None
+    if (intrinsics.height, intrinsics.width) != (h, w):
+        raise FrameSkipped("size_mismatch", f"camera info is {intrinsics.width}x{intrinsics.height} but the images "
+                                            f"are {w}x{h}")
+    try:
+        rgb = convert.image_to_numpy(color)
+        depth_m = convert.image_to_numpy(depth, depth_scale=depth_scale)
+    except ValueError as exc:
+        raise FrameSkipped("bad_image", str(exc)) from None
+    return rgb, depth_m, intrinsics
+
+
+def _numpy(x) -> np.ndarray:
+    """A numpy array from a numpy array, a sequence or a (possibly CUDA) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _plain_instance(inst) -> SimpleNamespace:
+    """The fields :func:`bifusion_ros.convert.marker_array` / ``instance_array`` read, as plain Python / numpy."""
+    orientation = getattr(inst, "orientation", None)
+    return SimpleNamespace(id=int(inst.id), class_id=int(inst.class_id), class_name=str(inst.class_name),
+                           score=float(inst.score), center=_numpy(inst.center), size=_numpy(inst.size),
+                           point_count=int(inst.point_count),
+                           orientation=None if orientation is None else _numpy(orientation))
+
+
+def result_outputs(result, header, camera_header, msgs, *, score_threshold: float = 0.0,
+                   up=(0.0, 0.0, 1.0)) -> dict[str, Any]:
+    """A ``FrameResult`` -> ``{"cloud", "markers", "instances", "alpha"}`` messages (``alpha`` None when the
+    result has no ``alpha_image``).
+
+    ``header`` (frame of ``result.points``) goes on the cloud, markers and instances, ``camera_header`` on the
+    α image. Instances scoring below ``score_threshold`` are left out and their points get instance 0.
+    Semantic -1 (unknown) is written as :data:`~bifusion_ros.params.UNKNOWN_LABEL`.
+    """
+    kept = [_plain_instance(inst) for inst in result.instances if float(inst.score) >= score_threshold]
+    instance = np.asarray(result.instance).reshape(-1).astype(np.int64)
+    if len(kept) != len(result.instances):
+        keep_ids = np.asarray([int(i.id) for i in kept], dtype=np.int64)
+        instance = np.where(np.isin(instance, keep_ids), instance, 0)
+    semantic = np.asarray(result.semantic).reshape(-1).astype(np.int64)
+    label = np.where(semantic < 0, UNKNOWN_LABEL, semantic)
+    cloud = convert.labelled_cloud(result.points, result.colours, label, instance, result.score, result.alpha,
+                                   header, msgs)
+    markers = convert.marker_array(kept, header, msgs, up=up)
+    instances = convert.instance_array(kept, header, msgs)
+    alpha = None
+    if getattr(result, "alpha_image", None) is not None:
+        alpha = convert.numpy_to_image(np.asarray(result.alpha_image, dtype=np.float32), "32FC1", camera_header, msgs)
+    return {"cloud": cloud, "markers": markers, "instances": instances, "alpha": alpha}
+
+
+def load_processor(checkpoint: str, device: str = "auto", half: bool = False, voxel_size: float = 0.0,
+                   warn=print):
+    """``bifusion_core.pipeline.FrameProcessor.from_checkpoint`` (``checkpoint`` empty -> None = the shipped
+    demo checkpoint). ``voxel_size`` > 0 is passed on when ``from_checkpoint`` accepts it, else ``warn``-ed."""
+    from bifusion_core.pipeline import FrameProcessor
+
+    kwargs: dict[str, Any] = {"device": device, "half": bool(half)}
+    if voxel_size > 0:
+        params = inspect.signature(FrameProcessor.from_checkpoint).parameters
+        if "voxel_size" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            kwargs["voxel_size"] = float(voxel_size)
+        else:
+            warn(f"voxel_size={voxel_size} ignored: FrameProcessor.from_checkpoint has no voxel_size argument; "
+                 "the checkpoint's voxel size is used")
+    return FrameProcessor.from_checkpoint(checkpoint or None, **kwargs)
+
+
+@dataclass
+class _Job:
+    """What the sync callback hands to the worker."""
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    intrinsics: convert.Intrinsics
+    stamp: Any                 # builtin_interfaces/Time of the colour image
+    image_frame: str           # colour image header.frame_id
+    received: float            # time.monotonic() when the set arrived
+    submitted: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The node
+# ---------------------------------------------------------------------------------------------------------------
+_PARAM_TYPES = {bool: "PARAMETER_BOOL", int: "PARAMETER_INTEGER", float: "PARAMETER_DOUBLE",
+                str: "PARAMETER_STRING", list: "PARAMETER_STRING_ARRAY"}
+
+
+def _descriptor(p) -> Any:
+    kwargs: dict[str, Any] = {
+        "name": p.name, "type": int(getattr(ParameterType, _PARAM_TYPES[p.type])), "description": p.description,
+        "additional_constraints": p.constraints, "read_only": bool(p.read_only),
+        # an empty default list would be typed BYTE_ARRAY by rclpy (ros2/rclpy#912): let a string array replace it
+        "dynamic_typing": p.type is list,
+    }
+    if p.range is not None and p.type is float:
+        kwargs["floating_point_range"] = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]),
+                                                             step=0.0)]
+    elif p.range is not None and p.type is int:
+        kwargs["integer_range"] = [IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
+    return ParameterDescriptor(**kwargs)
+
+
+class BiFusionNode(Node):
+    """The ``bifusion`` node (see the module doc).
+
+    Args:
+        processor: an object with ``process(Frame) -> FrameResult``, ``set_classes(list[str])`` and
+            ``class_names``; default: :func:`load_processor` from the ``checkpoint`` / ``device`` / ``half`` /
+            ``voxel_size`` parameters.
+        node_name: node name (default ``bifusion``).
+        **node_kwargs: passed to ``rclpy.node.Node`` (``namespace``, ``parameter_overrides``, ...).
+    """
+
+    def __init__(self, processor=None, *, node_name: str = NODE_NAME, **node_kwargs):
+        super().__init__(node_name, **node_kwargs)
+        self.msgs = convert.rclpy_factory()
+        self._counts: Counter = Counter()
+        self._counts_lock = threading.Lock()
+        self._log_times: dict[str, float] = {}
+        self._started = time.monotonic()
+        self._last_received = 0.0
+        self._diag_prev = (0, 0)
+        self.stats = LatencyStats(window=100)
+
+        for p in PARAMS:
+            self.declare_parameter(p.name, p.default, _descriptor(p))
+        self._cfg = self._read_parameters()
+        cfg = self._cfg
+
+        # the model; classes are applied after loading so that the checkpoint's list is known
+        self._proc_lock = threading.Lock()
+        if processor is None:
+            processor = load_processor(cfg["checkpoint"], cfg["device"], cfg["half"], cfg["voxel_size"],
+                                       warn=self.get_logger().warning)
+        self.processor = processor
+        self.checkpoint_classes = list(getattr(processor, "class_names", []) or [])
+        if cfg["classes"]:
+            processor.set_classes(list(cfg["classes"]))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        # TF: the listener's subscriptions run on this node's executor; lookups happen on the worker thread
+        self.tf_buffer = tf2_ros.Buffer()
+        self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+
+        # outputs
+        self.pub_cloud = self.create_publisher(PointCloud2, cfg["cloud_topic"], OUTPUT_QOS_DEPTH)
+        self.pub_markers = self.create_publisher(MarkerArray, cfg["markers_topic"], OUTPUT_QOS_DEPTH)
+        self.pub_instances = self.create_publisher(InstanceArray, cfg["instances_topic"], OUTPUT_QOS_DEPTH)
+        self.pub_alpha = self.create_publisher(Image, cfg["alpha_topic"], OUTPUT_QOS_DEPTH)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        # the worker before the inputs, so that no synchronised set arrives without it
+        self.worker = LatestFrameWorker(self._process_job, self._publish_outputs, self._on_job_error,
+                                        name="bifusion-worker")
+
+        # inputs
+        self.sub_color = message_filters.Subscriber(self, Image, cfg["color_topic"],
+                                                    qos_profile=qos_profile_sensor_data)
+        self.sub_depth = message_filters.Subscriber(self, Image, cfg["depth_topic"],
+                                                    qos_profile=qos_profile_sensor_data)
+        self.sub_info = message_filters.Subscriber(self, CameraInfo, cfg["camera_info_topic"],
+                                                   qos_profile=qos_profile_sensor_data)
+        self.sync = message_filters.ApproximateTimeSynchronizer(
+            [self.sub_color, self.sub_depth, self.sub_info], cfg["sync_queue_size"], cfg["sync_slop"])
+        self.sync.registerCallback(self._on_synced)
+
+        self.diagnostics_timer = self.create_timer(cfg["diagnostics_period"], self.publish_diagnostics)
+        self.get_logger().info(
+            f"bifusion: {cfg['color_topic']} + {cfg['depth_topic']} + {cfg['camera_info_topic']} "
+            f"(slop {cfg['sync_slop']} s) -> "
+            + ", ".join(pub.topic_name for pub in (self.pub_cloud, self.pub_markers, self.pub_instances, self.pub_alpha))
+            + f" in {cfg['world_frame']!r}; {len(self.class_names)} classes")
+
+    # ------------------------------------------------------------------------------------------ parameters
+    def _read_parameters(self) -> dict[str, Any]:
+        cfg = {}
+        for p in PARAMS:
+            value = self.get_parameter(p.name).value
+            if p.type is list:
+                value = list(value) if value is not None else []
+            elif p.type is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            err = validate(p.name, value)
+            if err:
+                raise ValueError(f"invalid parameter: {err}")
+            cfg[p.name] = value
+        return cfg
+
+    def _on_set_parameters(self, parameters) -> Any:
+        updates: dict[str, Any] = {}
+        for prm in parameters:
+            try:
+                p = spec(prm.name)
+            except KeyError:
+                continue  # use_sim_time and other parameters that are not ours
+            value = prm.value
+            if p.type is list:
+                value = list(value) if value is not None else []
+            elif p.type is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            err = validate(p.name, value)
+            if err is None and p.read_only and value != self._cfg[p.name]:
+                err = f"{p.name} is read-only (restart the node to change it)"
+            if err:
+                return SetParametersResult(successful=False, reason=err)
+            updates[p.name] = value
+        if "classes" in updates and updates["classes"] != self._cfg["classes"]:
+            names = updates["classes"] or self.checkpoint_classes
+            try:
+                with self._proc_lock:  # between two frames
+                    self.processor.set_classes(list(names))
+            except Exception as exc:  # noqa: BLE001 - report to the caller instead of dying
+                return SetParametersResult(successful=False, reason=f"set_classes failed: {exc}")
+            self.get_logger().info(f"classes set to {list(names)}")
+        self._cfg = {**self._cfg, **updates}
+        return SetParametersResult(successful=True, reason="")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The current parameter values."""
+        return dict(self._cfg)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(getattr(self.processor, "class_names", []) or [])
+
+    # ------------------------------------------------------------------------------------------ counters
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self._counts[key] += n
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Skipped frames per reason (every reason of SKIP_REASONS, 0 included)."""
+        with self._counts_lock:
+            return {reason: self._counts[reason] for reason in SKIP_REASONS}
+
+    def counters(self) -> dict[str, int]:
+        """Frame counts: ``received`` (synchronised sets), ``published``, ``dropped`` (replaced in the mailbox),
+        ``failed`` (the worker's: skipped after the mailbox), ``skipped`` (all reasons), ``identity_pose``,
+        ``pending`` (0 or 1)."""
+        w = self.worker.counters()
+        with self._counts_lock:
+            received = self._counts["received"]
+            published = self._counts["published"]
+            identity = self._counts["identity_pose"]
+            skipped = sum(self._counts[r] for r in SKIP_REASONS)
+        return {"received": received, "published": published, "dropped": w["dropped"],
+                "failed": w["failed"], "skipped": skipped, "identity_pose": identity, "pending": w["pending"]}
+
+    def _skip(self, reason: str, detail: str) -> None:
+        self._count(reason)
+        now = time.monotonic()
+        last = self._log_times.get(reason)
+        if last is None or now - last >= _SKIP_LOG_PERIOD:
+            self._log_times[reason] = now
+            self.get_logger().warning(f"skipping frame ({reason}, {self.skipped[reason]} so far): {detail}")
+
+    # ------------------------------------------------------------------------------------------ input
+    def _on_synced(self, color, depth, info) -> None:
+        """Synchronised set -> validated arrays -> mailbox. Never raises."""
+        t0 = time.monotonic()
+        self._count("received")
+        self._last_received = t0
+        try:
+            rgb, depth_m, intrinsics = frame_inputs(color, depth, info, self._cfg["depth_scale"])
+        except FrameSkipped as skip:
+            self._skip(skip.reason, skip.detail)
+            return
+        except Exception as exc:  # noqa: BLE001 - a malformed message must not kill the node
+            self._skip("bad_image", f"{type(exc).__name__}: {exc}")
+            return
+        job = _Job(rgb, depth_m, intrinsics, color.header.stamp, str(color.header.frame_id), t0)
+        job.submitted = time.monotonic()
+        job.timings["convert"] = job.submitted - t0
+        self.worker.submit(job)
+
+    # ------------------------------------------------------------------------------------------ worker
+    def camera_pose(self, stamp, image_frame: str, cfg: dict | None = None) -> tuple[np.ndarray, str]:
+        """``(T_world_camera (4, 4), output frame)`` at ``stamp``; per ``on_missing_tf`` the identity in the camera
+        frame when TF has no pose. Raises :class:`FrameSkipped` (``missing_tf``) otherwise."""
+        cfg = cfg or self._cfg
+        camera = cfg["camera_frame"] or image_frame
+        world = cfg["world_frame"]
+        try:
+            if not camera:
+                raise ValueError("the colour image has an empty header.frame_id and camera_frame is not set")
+            tf = self.tf_buffer.lookup_transform(world, camera, Time.from_msg(stamp),
+                                                 timeout=Duration(seconds=float(cfg["tf_timeout"])))
+            return convert.transform_to_matrix(tf), world
+        except (tf2_ros.TransformException, ValueError, TypeError) as exc:
+            detail = f"no transform {world!r} <- {camera!r} at {stamp_to_ns(stamp) / 1e9:.3f} s: {exc}"
+            if cfg["on_missing_tf"] == "identity" and camera:
+                self._count("identity_pose")
+                self._log_once_in_a_while("identity_pose", f"{detail}; using the identity pose in {camera!r}")
+                return np.eye(4), camera
+            raise FrameSkipped("missing_tf", detail) from None
+
+    def _log_once_in_a_while(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        last = self._log_times.get(key)
+        if last is None or now - last >= _SKIP_LOG_PERIOD:
+            self._log_times[key] = now
+            self.get_logger().warning(text)
+
+    def _process_job(self, job: _Job):
+        from bifusion_core.pipeline.types import Frame
+
+        cfg = self._cfg
+        t0 = time.monotonic()
+        job.timings["wait"] = t0 - job.submitted
+        pose, out_frame = self.camera_pose(job.stamp, job.image_frame, cfg)
+        t1 = time.monotonic()
+        job.timings["tf"] = t1 - t0
+        i = job.intrinsics
+        frame = Frame(rgb=job.rgb, depth=job.depth, intrinsics=(i.fx, i.fy, i.cx, i.cy), pose=pose,
+                      stamp=stamp_to_ns(job.stamp) / 1e9, frame_id=out_frame)
+        try:
+            with self._proc_lock:
+                result = self.processor.process(frame)
+        except Exception as exc:  # noqa: BLE001
+            raise FrameSkipped("processor_error", f"{type(exc).__name__}: {exc}") from exc
+        job.timings["process"] = time.monotonic() - t1
+        return result, out_frame, cfg
+
+    def _publish_outputs(self, job: _Job, processed) -> None:
+        result, out_frame, cfg = processed
+        t0 = time.monotonic()
+        try:
+            header = convert.make_header(self.msgs, out_frame, job.stamp)
+            camera_header = convert.make_header(self.msgs, cfg["camera_frame"] or job.image_frame, job.stamp)
+            up = (0.0, 0.0, 1.0) if out_frame == cfg["world_frame"] else (0.0, -1.0, 0.0)  # optical frame: y down
+            out = result_outputs(result, header, camera_header, self.msgs,
+                                 score_threshold=float(cfg["score_threshold"]), up=up)
+            self.pub_cloud.publish(out["cloud"])
+            self.pub_markers.publish(out["markers"])
+            self.pub_instances.publish(out["instances"])
+            if out["alpha"] is not None:
+                self.pub_alpha.publish(out["alpha"])
+        except Exception as exc:  # noqa: BLE001
+            raise FrameSkipped("publish_error", f"{type(exc).__name__}: {exc}") from exc
+        self._count("published")
+        now = time.monotonic()
+        job.timings["publish"] = now - t0
+        job.timings["total"] = now - job.received
+        stats = dict(job.timings)
+        stats.update({f"model/{k}": float(v) for k, v in (getattr(result, "timings", None) or {}).items()})
+        try:
+            stats["age"] = (self.get_clock().now().nanoseconds - stamp_to_ns(job.stamp)) / 1e9
+        except Exception:  # noqa: BLE001 - a clock without nanoseconds
+            pass
+        self.stats.update(stats)
+        period = float(self._cfg["latency_log_period"])
+        last = self._log_times.get("latency")
+        if period == 0.0 or last is None or t0 - last >= period:
+            self._log_times["latency"] = t0
+            c = self.counters()
+            self.get_logger().info(
+                f"{len(result.points)} points, "
+                f"{len(result.instances)} instances | latency mean/max: {self.stats.format()} | "
+                f"published {c['published']}, dropped {c['dropped']}, skipped {c['skipped']}")
+
+    def _on_job_error(self, job: _Job, exc: BaseException) -> None:
+        if isinstance(exc, FrameSkipped):
+            self._skip(exc.reason, exc.detail)
+        else:
+            self._skip("processor_error", f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------------------------------ diagnostics
+    def diagnostics_message(self):
+        """The ``DiagnosticArray`` the timer publishes (one status ``bifusion: pipeline``)."""
+        status_ctor = self.msgs("diagnostic_msgs/msg/DiagnosticStatus")
+        kv = self.msgs("diagnostic_msgs/msg/KeyValue")
+        c = self.counters()
+        skipped = self.skipped
+        prev_received, prev_published = self._diag_prev
+        self._diag_prev = (c["received"], c["published"])
+        now = time.monotonic()
+        idle = now - (self._last_received or self._started)
+        if c["received"] == 0 or idle > max(5.0, 5 * float(self._cfg["diagnostics_period"])):
+            level, message = status_ctor.WARN, (
+                f"no synchronised colour/depth/camera_info input for {idle:.0f} s "
+                f"({self._cfg['color_topic']}, {self._cfg['depth_topic']}, {self._cfg['camera_info_topic']})")
+        elif c["received"] > prev_received and c["published"] == prev_published and not c["pending"] \
+                and not self.worker.busy:
+            reasons = ", ".join(f"{r} {n}" for r, n in skipped.items() if n) or "none"
+            level, message = status_ctor.WARN, f"frames arrive but none was published (skipped: {reasons})"
+        else:
+            level, message = status_ctor.OK, f"{c['published']} frames published"
+        values = [kv(key=k, value=str(v)) for k, v in c.items()]
+        values += [kv(key=f"skipped/{r}", value=str(n)) for r, n in skipped.items()]
+        for stage, v in self.stats.summary().items():
+            values.append(kv(key=f"latency_ms/{stage}", value=f"{v['mean'] * 1e3:.1f}"))
+        values.append(kv(key="classes", value=str(len(self.class_names))))
+        status = status_ctor(level=level, name=f"{self.get_name()}: pipeline", message=message,
+                             hardware_id=str(self._cfg["device"]), values=values)
+        header = convert.make_header(self.msgs, "", self.get_clock().now())
+        return self.msgs("diagnostic_msgs/msg/DiagnosticArray")(header=header, status=[status])
+
+    def publish_diagnostics(self) -> None:
+        try:
+            self.pub_diagnostics.publish(self.diagnostics_message())
+        except Exception as exc:  # noqa: BLE001
+            self.get_logger().error(f"diagnostics failed: {exc}")
+
+    # ------------------------------------------------------------------------------------------ shutdown
+    def destroy_node(self):
+        self.worker.stop(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args=None) -> None:
+    """``bifusion_node`` entry point: spin the node until Ctrl-C / shutdown."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = BiFusionNode()
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # rclpy.executors.ExternalShutdownException and start-up errors
+        if type(exc).__name__ != "ExternalShutdownException":
+            raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

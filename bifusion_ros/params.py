@@ -1,0 +1,306 @@
+"""The ``bifusion`` node's parameters as a ROS-free table.
+
+:data:`PARAMS` is the single source of truth: the node declares exactly these parameters (with a
+``rcl_interfaces/ParameterDescriptor`` built from each row: description, range, read-only flag),
+``config/realsense.yaml`` holds their defaults (``python -m bifusion_ros.params`` prints that file) and the
+launch files parse their arguments with :func:`parse_string_list` / :func:`parse_bool`.
+
+Output topics are *private* names (``~/cloud``): with the node named ``bifusion`` in the root namespace they
+resolve to ``/bifusion/cloud``, ``/bifusion/markers``, ``/bifusion/instances`` and ``/bifusion/alpha``
+(:func:`resolve_topic`); remap them or set the parameter to an absolute name to move them. Diagnostics go to
+the absolute ``/diagnostics`` (what ``diagnostic_aggregator`` and ``rqt_robot_monitor`` read).
+
+Empty string arrays cannot be written in a ROS 2 parameter YAML file (the rcl parser cannot type ``[]``),
+so a parameter whose default is an empty list (``classes``) appears in the generated YAML only as a comment.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "NODE_NAME",
+    "ParamSpec",
+    "PARAMS",
+    "UNKNOWN_LABEL",
+    "SKIP_REASONS",
+    "spec",
+    "defaults",
+    "validate",
+    "resolve_topic",
+    "parse_string_list",
+    "parse_bool",
+    "yaml_parameters",
+    "render_yaml",
+]
+
+NODE_NAME = "bifusion"
+"""The node's name (also the key of ``config/realsense.yaml``)."""
+
+UNKNOWN_LABEL = 0xFFFFFFFF
+"""``label`` value (UINT32 max) written into the published cloud for points without a class (semantic -1)."""
+
+SKIP_REASONS = (
+    "bad_encoding",      # colour not rgb8/bgr8/rgba8/bgra8/mono8, or depth not 16UC1/32FC1
+    "bad_image",         # data length / step inconsistent with width x height
+    "size_mismatch",     # colour, depth and camera info do not have the same width x height
+    "bad_camera_info",   # zero / non-finite K, skew, binning, ROI, unsupported distortion
+    "missing_tf",        # no world_frame <- camera frame transform at the image stamp (on_missing_tf=skip)
+    "processor_error",   # the model raised on this frame
+    "publish_error",     # building or publishing an output message raised
+)
+"""Why the node skips a frame; each is counted (and reported on ``/diagnostics``)."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter.
+
+    Attributes:
+        name: parameter name.
+        default: default value; its Python type is the parameter type (``bool``, ``int``, ``float``, ``str``,
+            ``list`` of ``str``).
+        description: what ``ros2 param describe`` shows.
+        range: ``(from, to)`` inclusive bounds for ``int`` / ``float`` parameters (declared as
+            ``IntegerRange`` / ``FloatingPointRange`` with step 0 = any value in between).
+        choices: the allowed values of a string parameter (listed in ``additional_constraints``).
+        read_only: True for parameters only read at start-up (topics, model, synchroniser); changing
+            them needs a restart.
+        unit: unit of a numeric value, for the description.
+    """
+
+    name: str
+    default: Any
+    description: str
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = False
+    unit: str = ""
+
+    @property
+    def type(self) -> type:
+        """``bool``, ``int``, ``float``, ``str`` or ``list`` (of strings)."""
+        return list if isinstance(self.default, (list, tuple)) else type(self.default)
+
+    @property
+    def constraints(self) -> str:
+        """Human-readable constraints (``ParameterDescriptor.additional_constraints``)."""
+        parts = []
+        if self.choices:
+            parts.append("one of: " + ", ".join(self.choices))
+        if self.range is not None:
+            lo, hi = self.range
+            parts.append(f"{lo} <= value <= {hi}" + (f" ({self.unit})" if self.unit else ""))
+        if self.read_only:
+            parts.append("read-only: set at start-up")
+        return "; ".join(parts)
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    # ------------------------------------------------------------------ inputs
+    ParamSpec("color_topic", "/camera/camera/color/image_raw",
+              "Colour image topic (sensor_msgs/Image: rgb8, bgr8, rgba8, bgra8 or mono8).", read_only=True),
+    ParamSpec("depth_topic", "/camera/camera/aligned_depth_to_color/image_raw",
+              "Depth image aligned to the colour camera (sensor_msgs/Image 16UC1 in depth_scale units, or 32FC1 "
+              "metres), same size as the colour image.", read_only=True),
+    ParamSpec("camera_info_topic", "/camera/camera/aligned_depth_to_color/camera_info",
+              "sensor_msgs/CameraInfo of the aligned depth (= colour) camera.", read_only=True),
+    ParamSpec("sync_slop", 0.05,
+              "Largest stamp spread (s) of a colour/depth/camera-info set paired by the "
+              "message_filters ApproximateTimeSynchronizer.", range=(0.0, 1.0), read_only=True, unit="s"),
+    ParamSpec("sync_queue_size", 10,
+              "Messages queued per input of the synchroniser.", range=(1, 100), read_only=True),
+    ParamSpec("depth_scale", 0.001,
+              "Metres per unit of a 16UC1 depth image (RealSense: 0.001 = millimetres); 32FC1 depth is metres.",
+              range=(1e-6, 1.0), unit="m"),
+    # ------------------------------------------------------------------ TF
+    ParamSpec("world_frame", "map",
+              "Frame the cloud, markers and instances are published in; the camera pose is looked up as "
+              "world_frame <- camera frame at the image stamp."),
+    ParamSpec("camera_frame", "",
+              "Camera (optical) frame of the images for the TF lookup; empty = the colour image's header.frame_id."),
+    ParamSpec("tf_timeout", 0.1,
+              "How long (s) to wait for the camera pose in TF before applying on_missing_tf.",
+              range=(0.0, 5.0), unit="s"),
+    ParamSpec("on_missing_tf", "skip",
+              "Without a camera pose: 'skip' logs, counts and drops the frame; 'identity' uses the identity "
+              "pose and publishes the outputs in the camera frame instead of world_frame.",
+              choices=("skip", "identity")),
+    # ------------------------------------------------------------------ model
+    ParamSpec("checkpoint", "",
+              "Model checkpoint file; empty = the shipped demo checkpoint.", read_only=True),
+    ParamSpec("device", "auto",
+              "Inference device: 'auto' (CUDA when available, else CPU), 'cpu' or 'cuda'.",
+              choices=("auto", "cpu", "cuda"), read_only=True),
+    ParamSpec("half", False, "Run the model in half precision (CUDA only).", read_only=True),
+    ParamSpec("voxel_size", 0.0,
+              "Voxel size (m) of the 3D branch; 0 = the checkpoint's (5 cm for the shipped one).",
+              range=(0.0, 0.5), read_only=True, unit="m"),
+    ParamSpec("classes", [],
+              "Class names / open-vocabulary text prompts; empty = the checkpoint's class list. "
+              "Can be changed at run time (ros2 param set /bifusion classes \"['chair', 'table']\")."),
+    ParamSpec("score_threshold", 0.25,
+              "Instances scoring below this are left out of the markers and instance list and their points "
+              "get instance 0 in the cloud.", range=(0.0, 1.0)),
+    # ------------------------------------------------------------------ outputs
+    ParamSpec("cloud_topic", "~/cloud",
+              "Labelled sensor_msgs/PointCloud2 (x, y, z, rgb, label, instance, score, alpha) in world_frame.",
+              read_only=True),
+    ParamSpec("markers_topic", "~/markers",
+              "visualization_msgs/MarkerArray: a box and a text label per instance.", read_only=True),
+    ParamSpec("instances_topic", "~/instances",
+              "bifusion_ros/InstanceArray: id, class, score, box and point count per instance.", read_only=True),
+    ParamSpec("alpha_topic", "~/alpha",
+              "sensor_msgs/Image 32FC1 of the 2D/3D fusion weight per pixel (NaN where no point), in the "
+              "camera frame.", read_only=True),
+    ParamSpec("diagnostics_period", 1.0,
+              "Period (s) of the diagnostic_msgs/DiagnosticArray published on /diagnostics.",
+              range=(0.1, 60.0), read_only=True, unit="s"),
+    ParamSpec("latency_log_period", 5.0,
+              "Throttle period (s) of the per-stage latency log line; 0 = log every frame.",
+              range=(0.0, 3600.0), unit="s"),
+)
+"""Every parameter the node declares, in declaration order."""
+
+_BY_NAME = {p.name: p for p in PARAMS}
+
+
+def spec(name: str) -> ParamSpec:
+    """The :class:`ParamSpec` of ``name`` (``KeyError`` for an unknown parameter)."""
+    return _BY_NAME[name]
+
+
+def defaults() -> dict[str, Any]:
+    """``{name: default}`` of every parameter (lists copied)."""
+    return {p.name: list(p.default) if p.type is list else p.default for p in PARAMS}
+
+
+def validate(name: str, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for parameter ``name``, or None when it is.
+
+    Checks the type (an ``int`` is accepted for a ``float`` parameter; a ``list`` parameter takes a list or
+    tuple of strings, and an empty list of any element type), the range and the choices.
+    """
+    p = _BY_NAME.get(name)
+    if p is None:
+        return f"unknown parameter {name!r}"
+    t = p.type
+    if t is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            return f"{name} must be a list of strings, got {value!r}"
+        if any(not v.strip() for v in value):
+            return f"{name} must not contain empty strings, got {list(value)!r}"
+        return None
+    if t is bool:
+        ok = isinstance(value, bool)
+    elif t is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif t is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        return f"{name} must be a {'finite ' if t is float else ''}{t.__name__}, got {value!r}"
+    if p.range is not None and not (p.range[0] <= value <= p.range[1]):
+        return f"{name} must lie in [{p.range[0]}, {p.range[1]}], got {value!r}"
+    if p.choices is not None and value not in p.choices:
+        return f"{name} must be one of {', '.join(p.choices)}; got {value!r}"
+    return None
+
+
+def resolve_topic(topic: str, node_name: str = NODE_NAME, namespace: str = "/") -> str:
+    """A topic name as ROS 2 resolves it for node ``namespace/node_name`` (``~/x``, relative or absolute)."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    if topic.startswith("/"):
+        return topic
+    if topic == "~" or topic.startswith("~/"):
+        return f"{ns}/{node_name}{topic[1:]}"
+    return f"{ns}/{topic}"
+
+
+def parse_string_list(text) -> list[str]:
+    """A launch argument -> list of strings: ``""`` -> ``[]``; ``"[chair, 'coffee table']"`` (YAML flow
+    list) or ``"chair, coffee table"`` (comma separated) -> ``['chair', 'coffee table']``.
+
+    Raises:
+        ValueError: a YAML list holding something other than non-empty strings, or an empty item.
+    """
+    if isinstance(text, (list, tuple)):
+        items = list(text)
+    else:
+        s = str(text).strip()
+        if not s:
+            return []
+        if s.startswith("["):
+            import yaml
+
+            items = yaml.safe_load(s)
+            if not isinstance(items, list):
+                raise ValueError(f"not a list: {text!r}")
+        else:
+            items = s.split(",")
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"class names must be strings, got {item!r} in {text!r}")
+        item = item.strip()
+        if not item:
+            raise ValueError(f"empty class name in {text!r}")
+        out.append(item)
+    return out
+
+
+def parse_bool(text) -> bool:
+    """``true/false/1/0/yes/no/on/off`` (any case) -> bool (``ValueError`` otherwise)."""
+    if isinstance(text, bool):
+        return text
+    s = str(text).strip().lower()
+    if s in ("true", "1", "yes", "on"):
+        return True
+    if s in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def yaml_parameters(node_name: str = NODE_NAME) -> dict:
+    """``{node_name: {"ros__parameters": {...}}}`` with every default that a ROS 2 YAML file can hold
+    (empty lists are left out, see the module doc)."""
+    values = {name: value for name, value in defaults().items() if not (isinstance(value, list) and not value)}
+    return {node_name: {"ros__parameters": values}}
+
+
+def _yaml_scalar(value) -> str:
+    import json
+
+    import yaml
+
+    if isinstance(value, str):  # always quoted: the rcl parser then never reads it as a bool or a number
+        return json.dumps(value)
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text[: -len("...")].strip() if text.endswith("...") else text
+
+
+def render_yaml(node_name: str = NODE_NAME) -> str:
+    """The text of ``config/realsense.yaml``: every parameter with its description as a comment."""
+    lines = [
+        "# Parameters of the bifusion node for a RealSense camera started by realsense2_camera",
+        "# (align_depth.enable: true). Generated from bifusion_ros/params.py: python -m bifusion_ros.params",
+        f"{node_name}:",
+        "  ros__parameters:",
+    ]
+    for p in PARAMS:
+        lines.append(f"    # {p.description}" + (f" [{p.constraints}]" if p.constraints else ""))
+        if p.type is list and not p.default:
+            lines.append(f"    # {p.name}: [chair, table]   (empty list = default; ROS 2 YAML cannot hold [])")
+        else:
+            lines.append(f"    {p.name}: {_yaml_scalar(p.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:  # pragma: no cover - trivial
+    print(render_yaml(), end="")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,554 @@
+"""The bifusion node's ROS wiring, driven through the ROS test double (test/ros_double.py) where ROS 2 is absent.
+
+The double records parameters, subscriptions, publishers and timers; its message classes are the rosbags ones,
+so every published message is checked by CDR serialisation. A fake processor stands in for the model.
+"""
+import ast
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import ros_double
+from bifusion_ros.convert import (
+    cloud_to_numpy,
+    image_to_numpy,
+    make_header,
+    matrix_to_transform,
+    numpy_to_image,
+    rclpy_factory,
+)
+from bifusion_ros.params import PARAMS, SKIP_REASONS, UNKNOWN_LABEL, resolve_topic
+
+ROOT = Path(__file__).resolve().parents[1]
+H, W = 6, 8
+FX, FY, CX, CY = 10.0, 11.0, 3.5, 2.5
+OPTICAL = "camera_color_optical_frame"
+R_LINK_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def rigid(R, t):
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = t
+    return T
+
+
+YAW90 = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+T_MAP_LINK = rigid(YAW90, [1.0, 2.0, 0.5])
+T_LINK_OPTICAL = rigid(R_LINK_OPTICAL, [0.0, 0.0, 0.0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a fake processor with the FrameProcessor protocol
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class FakeInstance:
+    id: int
+    class_id: int
+    class_name: str
+    score: float
+    center: np.ndarray
+    size: np.ndarray
+    point_indices: np.ndarray
+
+    @property
+    def point_count(self):
+        return int(len(self.point_indices))
+
+
+class FakeProcessor:
+    """Back-projects the valid depth pixels into the world and splits them into two instances: class 0 scoring
+    0.9 (id 1) and class 1 scoring 0.1 (id 2); the last point has semantic -1."""
+
+    def __init__(self, class_names=("chair", "table"), delay=0.0, fail_on=None):
+        self.class_names = list(class_names)
+        self.delay = delay
+        self.fail_on = fail_on
+        self.frames = []
+        self.set_calls = []
+
+    def set_classes(self, names):
+        if "forbidden" in names:
+            raise ValueError("cannot embed 'forbidden'")
+        self.set_calls.append(list(names))
+        self.class_names = list(names)
+
+    def process(self, frame):
+        from bifusion_core.pipeline.types import FrameResult
+
+        self.frames.append(frame)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_on is not None and self.fail_on(frame):
+            raise RuntimeError("CUDA out of memory (fake)")
+        fx, fy, cx, cy = frame.intrinsics
+        v, u = np.nonzero(np.isfinite(frame.depth))
+        z = frame.depth[v, u].astype(np.float64)
+        cam = np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z, np.ones_like(z)], axis=1)
+        pts = (cam @ frame.pose.T)[:, :3].astype(np.float32)
+        n = len(pts)
+        half = n // 2
+        semantic = np.where(np.arange(n) < half, 0, 1).astype(np.int64)
+        semantic[-1] = -1
+        instance = np.where(np.arange(n) < half, 1, 2).astype(np.int64)
+        instances = []
+        for iid, cls, score, idx in ((1, 0, 0.9, np.arange(half)), (2, 1, 0.1, np.arange(half, n))):
+            p = pts[idx]
+            instances.append(FakeInstance(iid, cls, self.class_names[cls], score, (p.min(0) + p.max(0)) / 2,
+                                          p.max(0) - p.min(0), idx))
+        alpha_image = np.full(frame.depth.shape, np.nan, np.float32)
+        alpha_image[v, u] = 0.75
+        return FrameResult(
+            points=pts, colours=frame.rgb[v, u], semantic=semantic, instance=instance,
+            score=np.where(instance == 1, 0.9, 0.1).astype(np.float32), alpha=np.full(n, 0.75, np.float32),
+            pixels=np.stack([u, v], 1), instances=instances, class_names=list(self.class_names),
+            stamp=frame.stamp, frame_id=frame.frame_id, timings={"clip": 0.001, "decoder": 0.002},
+            alpha_image=alpha_image,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fixtures and helpers
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def ros(monkeypatch):
+    doubled = ros_double.install(monkeypatch)
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    rclpy.init()
+    msgs = ros_double.MSGS if doubled else rclpy_factory()
+    nodes = []
+
+    def make_node(processor=None, **params):
+        from bifusion_ros.node import BiFusionNode
+
+        processor = processor or FakeProcessor()
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        node = BiFusionNode(processor, parameter_overrides=overrides)
+        nodes.append(node)
+        return node
+
+    yield SimpleNamespace(doubled=doubled, msgs=msgs, rclpy=rclpy, Parameter=Parameter, make_node=make_node)
+    for node in nodes:
+        node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def stamp(ms):
+    return ms / 1000.0
+
+
+def images(msgs, ms, *, color_encoding="rgb8", depth_shape=(H, W), info_k=None, frame=OPTICAL):
+    header = make_header(msgs, frame, stamp(ms))
+    rgb = (np.arange(H * W * 3).reshape(H, W, 3) % 256).astype(np.uint8)
+    depth_mm = np.full(depth_shape, 1500, np.uint16)
+    depth_mm[0, 0] = 0  # no reading
+    if color_encoding in ("rgb8", "bgr8"):
+        color = numpy_to_image(rgb, color_encoding, header, msgs)
+    else:
+        color = numpy_to_image(depth_mm, color_encoding, header, msgs)
+    depth = numpy_to_image(depth_mm, "16UC1", header, msgs)
+    k = np.array([FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0]) if info_k is None else np.asarray(info_k, float)
+    info = msgs("sensor_msgs/msg/CameraInfo")(header=header, height=H, width=W, distortion_model="plumb_bob",
+                                              d=np.zeros(5), k=k)
+    return color, depth, info
+
+
+def subscription(node, topic):
+    subs = [s for s in node.subscriptions if s.topic_name == topic]
+    assert len(subs) == 1, f"expected one subscription on {topic}, got {[s.topic_name for s in node.subscriptions]}"
+    return subs[0]
+
+
+def feed(node, color, depth, info):
+    """Deliver a set the way an executor would: through the recorded subscription callbacks."""
+    subscription(node, "/camera/camera/color/image_raw").callback(color)
+    subscription(node, "/camera/camera/aligned_depth_to_color/image_raw").callback(depth)
+    subscription(node, "/camera/camera/aligned_depth_to_color/camera_info").callback(info)
+
+
+def feed_tf(node, msgs, ms):
+    tf_msg = msgs("tf2_msgs/msg/TFMessage")
+    static = matrix_to_transform(T_LINK_OPTICAL, msgs, header=make_header(msgs, "camera_link", 0.0),
+                                 child_frame_id=OPTICAL)
+    subscription(node, "/tf_static").callback(tf_msg(transforms=[static]))
+    for t in (ms - 100, ms + 100):
+        dyn = matrix_to_transform(T_MAP_LINK, msgs, header=make_header(msgs, "map", stamp(t)),
+                                  child_frame_id="camera_link")
+        subscription(node, "/tf").callback(tf_msg(transforms=[dyn]))
+
+
+class Capture:
+    """Records what every publisher of the node publishes (wraps ``publish``; works on real rclpy too)."""
+
+    def __init__(self, node):
+        self.by_topic = {}
+        for pub in node.publishers:
+            self.by_topic[pub.topic_name] = []
+            original = pub.publish
+
+            def publish(msg, _orig=original, _topic=pub.topic_name):
+                _orig(msg)
+                self.by_topic[_topic].append(msg)
+
+            pub.publish = publish
+
+    def __getitem__(self, topic):
+        return self.by_topic[topic]
+
+    def total(self, *topics):
+        return sum(len(self.by_topic[t]) for t in topics)
+
+
+OUTPUTS = ("/bifusion/cloud", "/bifusion/markers", "/bifusion/instances", "/bifusion/alpha")
+
+
+def roundtrip(ros, msg):
+    """CDR-serialise and read back (proves the message is a complete, well-typed ROS message)."""
+    if ros.doubled:
+        store = ros_double.STORE
+        raw = store.serialize_cdr(msg, msg.__msgtype__)
+        assert len(raw) > 4
+        return store.deserialize_cdr(raw, msg.__msgtype__)
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    return deserialize_message(serialize_message(msg), type(msg))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tests
+# ---------------------------------------------------------------------------------------------------------------
+def test_declares_every_parameter_with_description_and_range(ros):
+    node = ros.make_node()
+    for p in PARAMS:
+        assert node.has_parameter(p.name)
+        assert node.get_parameter(p.name).value == p.default
+        d = node.describe_parameter(p.name)
+        assert d.description and d.description == p.description
+        assert bool(d.read_only) == p.read_only
+        if p.type is float:
+            assert p.range is not None, f"{p.name} has no range"
+            (r,) = d.floating_point_range
+            assert (r.from_value, r.to_value) == p.range
+            assert not len(d.integer_range)
+        elif p.type is int:
+            assert p.range is not None, f"{p.name} has no range"
+            (r,) = d.integer_range
+            assert (r.from_value, r.to_value) == p.range
+        else:
+            assert not len(d.floating_point_range) and not len(d.integer_range)
+        if p.choices:
+            assert all(c in d.additional_constraints for c in p.choices)
+    assert node.describe_parameter("classes").dynamic_typing  # an empty default list must accept a string array
+    names = {p.name for p in PARAMS}
+    assert {"color_topic", "depth_topic", "camera_info_topic", "world_frame", "camera_frame", "checkpoint", "device",
+            "half", "voxel_size", "classes", "score_threshold", "sync_slop", "sync_queue_size", "tf_timeout",
+            "on_missing_tf", "depth_scale"} <= names
+
+
+def test_subscriptions_publishers_and_qos(ros):
+    from rclpy.qos import qos_profile_sensor_data
+
+    node = ros.make_node()
+    expect = {"/camera/camera/color/image_raw": "Image",
+              "/camera/camera/aligned_depth_to_color/image_raw": "Image",
+              "/camera/camera/aligned_depth_to_color/camera_info": "CameraInfo"}
+    for topic, type_name in expect.items():
+        sub = subscription(node, topic)
+        assert getattr(sub.msg_type, "__msgtype__", getattr(sub.msg_type, "__name__", "")).endswith(type_name)
+        assert sub.qos_profile == qos_profile_sensor_data
+    subscription(node, "/tf")
+    subscription(node, "/tf_static")
+    pubs = {p.topic_name: p for p in node.publishers}
+    for topic, type_name in (("/bifusion/cloud", "PointCloud2"), ("/bifusion/markers", "MarkerArray"),
+                             ("/bifusion/instances", "InstanceArray"), ("/bifusion/alpha", "Image"),
+                             ("/diagnostics", "DiagnosticArray")):
+        assert topic in pubs, sorted(pubs)
+        t = pubs[topic].msg_type
+        assert getattr(t, "__msgtype__", getattr(t, "__name__", "")).endswith(type_name)
+    assert [p.topic_name for p in node.publishers if p.topic_name in OUTPUTS] == list(OUTPUTS)
+    for p in PARAMS:
+        if p.name.endswith("_topic") and p.name.split("_")[0] in ("cloud", "markers", "instances", "alpha"):
+            assert resolve_topic(p.default) in pubs
+    if ros.doubled:
+        (timer,) = node.timers
+        assert timer.timer_period_ns == 1_000_000_000
+
+
+def test_a_synchronised_set_with_tf_publishes_the_four_outputs(ros):
+    proc = FakeProcessor()
+    node = ros.make_node(proc)
+    cap = Capture(node)
+    feed_tf(node, ros.msgs, 1000)
+    color, depth, info = images(ros.msgs, 1000)
+    feed(node, color, depth, info)
+    assert node.worker.wait_idle(10)
+    assert [len(cap[t]) for t in OUTPUTS] == [1, 1, 1, 1], node.skipped
+
+    # what the processor got
+    (frame,) = proc.frames
+    np.testing.assert_allclose(frame.pose, T_MAP_LINK @ T_LINK_OPTICAL, atol=1e-9)
+    assert frame.intrinsics == (FX, FY, CX, CY) and frame.frame_id == "map"
+    assert frame.stamp == pytest.approx(1.0)
+    assert np.isnan(frame.depth[0, 0]) and frame.depth[1, 1] == pytest.approx(1.5)
+    np.testing.assert_array_equal(frame.rgb, image_to_numpy(color))
+
+    cloud = roundtrip(ros, cap["/bifusion/cloud"][0])
+    assert cloud.header.frame_id == "map"
+    assert (cloud.header.stamp.sec, cloud.header.stamp.nanosec) == (1, 0)
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb", "label", "instance", "score", "alpha"]
+    pts = cloud_to_numpy(cloud)
+    n = H * W - 1
+    assert len(pts) == n
+    assert pts["label"][-1] == UNKNOWN_LABEL and set(pts["label"][:-1]) == {0, 1}
+    assert set(pts["instance"]) == {0, 1}  # instance 2 (score 0.1 < score_threshold 0.25) -> 0
+    np.testing.assert_allclose(pts["alpha"], 0.75)
+
+    markers = roundtrip(ros, cap["/bifusion/markers"][0]).markers
+    assert [(m.ns, m.id) for m in markers] == [("", 0), ("boxes", 1), ("labels", 1)]
+    assert markers[2].text == "chair 0.90"
+    instances = roundtrip(ros, cap["/bifusion/instances"][0])
+    assert [(i.id, i.class_name, i.point_count) for i in instances.instances] == [(1, "chair", n // 2)]
+    assert instances.header.frame_id == "map"
+
+    alpha = roundtrip(ros, cap["/bifusion/alpha"][0])
+    assert (alpha.encoding, alpha.height, alpha.width, alpha.header.frame_id) == ("32FC1", H, W, OPTICAL)
+    a = image_to_numpy(alpha, zero_is_invalid=False)
+    assert np.isnan(a[0, 0]) and a[1, 1] == pytest.approx(0.75)
+
+    # diagnostics: counts and per-stage latency
+    node.publish_diagnostics()
+    (diag,) = cap["/diagnostics"]
+    diag = roundtrip(ros, diag)
+    (status,) = diag.status
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["published"] == "1" and values["received"] == "1" and values["dropped"] == "0"
+    assert all(f"skipped/{r}" in values for r in SKIP_REASONS)
+    assert {"latency_ms/convert", "latency_ms/process", "latency_ms/publish", "latency_ms/model/clip"} <= set(values)
+    assert int(status.level if not isinstance(status.level, bytes) else status.level[0]) == 0  # OK
+
+
+def test_missing_tf_with_skip_counts_and_publishes_nothing(ros):
+    node = ros.make_node(tf_timeout=0.0, on_missing_tf="skip")
+    cap = Capture(node)
+    feed(node, *images(ros.msgs, 1000))
+    assert node.worker.wait_idle(10)
+    assert node.skipped["missing_tf"] == 1
+    assert cap.total(*OUTPUTS) == 0
+    assert node.counters()["published"] == 0
+    if ros.doubled:
+        assert any("missing_tf" in m for m in node.get_logger().messages("warning"))
+    # once TF arrives the next frame goes through
+    feed_tf(node, ros.msgs, 2000)
+    feed(node, *images(ros.msgs, 2000))
+    assert node.worker.wait_idle(10)
+    assert [len(cap[t]) for t in OUTPUTS] == [1, 1, 1, 1]
+    node.publish_diagnostics()
+    values = {kv.key: kv.value for kv in cap["/diagnostics"][0].status[0].values}
+    assert values["skipped/missing_tf"] == "1" and values["published"] == "1"
+
+
+def test_missing_tf_with_identity_publishes_in_the_camera_frame(ros):
+    proc = FakeProcessor()
+    node = ros.make_node(proc, tf_timeout=0.0, on_missing_tf="identity")
+    cap = Capture(node)
+    feed(node, *images(ros.msgs, 1000))
+    assert node.worker.wait_idle(10)
+    np.testing.assert_array_equal(proc.frames[0].pose, np.eye(4))
+    assert cap["/bifusion/cloud"][0].header.frame_id == OPTICAL
+    assert node.counters()["identity_pose"] == 1 and node.skipped["missing_tf"] == 0
+
+
+def test_the_tf_lookup_waits_up_to_tf_timeout(ros):
+    """The pose arrives (on the executor) while the worker waits for it: the frame is not skipped."""
+    node = ros.make_node(tf_timeout=2.0)
+    cap = Capture(node)
+    feed(node, *images(ros.msgs, 1000))
+    time.sleep(0.05)
+    feed_tf(node, ros.msgs, 1000)
+    assert node.worker.wait_idle(10)
+    assert len(cap["/bifusion/cloud"]) == 1 and node.skipped["missing_tf"] == 0
+
+
+def test_bad_frames_are_counted_per_reason_and_skipped(ros):
+    proc = FakeProcessor(fail_on=lambda frame: frame.stamp == pytest.approx(6.0))
+    node = ros.make_node(proc)
+    cap = Capture(node)
+    for ms in range(0, 8000, 1000):
+        feed_tf(node, ros.msgs, ms)
+    m = ros.msgs
+    feed(node, *images(m, 1000, color_encoding="16UC1"))                # depth on the colour topic
+    feed(node, *images(m, 2000, depth_shape=(H, W + 2)))                # depth not aligned
+    feed(node, *images(m, 3000, info_k=np.zeros(9)))                    # uncalibrated camera info
+    c, d, i = images(m, 4000)
+    d.data = d.data[:-3]                                                # truncated image
+    feed(node, c, d, i)
+    c, d, i = images(m, 5000)
+    i.width = W * 2                                                     # camera info of another resolution
+    feed(node, c, d, i)
+    feed(node, *images(m, 6000))                                        # the processor raises
+    assert node.worker.wait_idle(10)
+    skipped = node.skipped
+    assert skipped["bad_encoding"] == 1 and skipped["size_mismatch"] == 2 and skipped["bad_camera_info"] == 1
+    assert skipped["bad_image"] == 1 and skipped["processor_error"] == 1 and skipped["missing_tf"] == 0
+    assert cap.total(*OUTPUTS) == 0
+    # still alive
+    feed(node, *images(m, 7000))
+    assert node.worker.wait_idle(10)
+    assert len(cap["/bifusion/cloud"]) == 1
+    c = node.counters()
+    assert (c["received"], c["published"], c["skipped"]) == (7, 1, 6)
+
+
+def test_frames_are_dropped_under_load_not_queued(ros):
+    proc = FakeProcessor(delay=0.05)
+    node = ros.make_node(proc)
+    cap = Capture(node)
+    feed_tf(node, ros.msgs, 1000)
+    n = 30
+    max_pending = 0
+    for k in range(n):
+        feed(node, *images(ros.msgs, 950 + 3 * k))  # all inside the buffered TF interval
+        max_pending = max(max_pending, node.worker.pending)
+    assert node.worker.wait_idle(20)
+    c = node.counters()
+    assert c["received"] == n and c["skipped"] == 0 and c["failed"] == 0
+    assert c["published"] + c["dropped"] == n
+    assert c["dropped"] > 0 and max_pending <= 1
+    assert len(cap["/bifusion/cloud"]) == c["published"] == len(proc.frames)
+    assert proc.frames[-1].stamp == pytest.approx((950 + 3 * (n - 1)) / 1000)  # the newest frame was processed
+
+
+def test_classes_can_be_changed_at_run_time(ros):
+    P = ros.Parameter
+    proc = FakeProcessor(class_names=("chair", "table"))
+    node = ros.make_node(proc)
+    (res,) = node.set_parameters([P("classes", value=["sofa", "lamp"])])
+    assert res.successful
+    assert proc.class_names == ["sofa", "lamp"] and node.get_parameter("classes").value == ["sofa", "lamp"]
+    (res,) = node.set_parameters([P("classes", value=["forbidden"])])
+    assert not res.successful and "forbidden" in res.reason
+    assert proc.class_names == ["sofa", "lamp"]
+    (res,) = node.set_parameters([P("classes", value=["ok", "  "])])
+    assert not res.successful
+    (res,) = node.set_parameters([P("classes", value=[])])  # empty -> the checkpoint's list again
+    assert res.successful and proc.class_names == ["chair", "table"]
+    (res,) = node.set_parameters([P("score_threshold", value=0.5)])
+    assert res.successful and node.config["score_threshold"] == 0.5
+    (res,) = node.set_parameters([P("score_threshold", value=1.5)])
+    assert not res.successful
+    (res,) = node.set_parameters([P("on_missing_tf", value="sometimes")])
+    assert not res.successful and "identity" in res.reason
+    (res,) = node.set_parameters([P("color_topic", value="/other")])
+    assert not res.successful  # read-only
+
+
+def test_classes_from_parameters_are_applied_at_start(ros):
+    proc = FakeProcessor(class_names=("chair", "table"))
+    node = ros.make_node(proc, classes=["mug", "laptop"])
+    assert proc.class_names == ["mug", "laptop"]
+    assert node.checkpoint_classes == ["chair", "table"]
+
+
+def test_invalid_parameter_values_fail_at_start(ros):
+    with pytest.raises(ValueError, match="on_missing_tf"):
+        ros.make_node(on_missing_tf="sometimes")
+    with pytest.raises(Exception, match="sync_slop"):
+        ros.make_node(sync_slop=5.0)  # outside the declared FloatingPointRange (rclpy raises)
+
+
+def test_main_spins_and_cleans_up(ros, monkeypatch):
+    import bifusion_ros.node as node_module
+
+    created = []
+    monkeypatch.setattr(node_module, "load_processor", lambda *a, **k: FakeProcessor())
+    ros.rclpy.try_shutdown()  # main() calls rclpy.init itself
+
+    def spin(node, executor=None):
+        created.append(node)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(node_module.rclpy, "spin", spin)
+    node_module.main([])
+    (node,) = created
+    assert not node.worker.running
+    assert not ros.rclpy.ok()
+    ros.rclpy.init()  # for the fixture's teardown symmetry
+
+
+def test_no_ros_import_outside_the_node_module():
+    ros_modules = {"rclpy", "message_filters", "tf2_ros", "rcl_interfaces", "cv_bridge", "sensor_msgs_py",
+                   "launch", "launch_ros", "sensor_msgs", "std_msgs", "geometry_msgs", "visualization_msgs",
+                   "diagnostic_msgs", "tf2_msgs", "builtin_interfaces"}
+    offenders = []
+    for path in list((ROOT / "bifusion_core").rglob("*.py")) + list((ROOT / "bifusion_ros").rglob("*.py")):
+        if path.name == "node.py" and path.parent.name == "bifusion_ros":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for n in ast.walk(tree):
+            names = []
+            if isinstance(n, ast.Import):
+                names = [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+                names = [n.module]
+            offenders += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.split(".")[0] in ros_modules]
+    assert offenders == []
+
+
+def test_camera_frame_parameter_overrides_an_empty_header_frame(ros):
+    node = ros.make_node(camera_frame=OPTICAL)
+    cap = Capture(node)
+    feed_tf(node, ros.msgs, 1000)
+    feed(node, *images(ros.msgs, 1000, frame=""))
+    assert node.worker.wait_idle(10)
+    assert cap["/bifusion/cloud"][0].header.frame_id == "map"
+    assert cap["/bifusion/alpha"][0].header.frame_id == OPTICAL
+    # without the override an image without frame_id cannot be placed
+    node2 = ros.make_node(tf_timeout=0.0)
+    feed_tf(node2, ros.msgs, 1000)
+    feed(node2, *images(ros.msgs, 1000, frame=""))
+    assert node2.worker.wait_idle(10)
+    assert node2.skipped["missing_tf"] == 1
+
+
+def test_a_result_that_cannot_be_published_is_counted(ros):
+    class ZeroIds(FakeProcessor):
+        def process(self, frame):
+            result = super().process(frame)
+            result.instances[0].id = 0  # instance ids start at 1: convert refuses it
+            return result
+
+    node = ros.make_node(ZeroIds())
+    cap = Capture(node)
+    feed_tf(node, ros.msgs, 1000)
+    feed(node, *images(ros.msgs, 1000))
+    assert node.worker.wait_idle(10)
+    assert node.skipped["publish_error"] == 1 and cap.total(*OUTPUTS) == 0
+    assert node.worker.running
+
+
+def test_result_outputs_accepts_torch_instances(ros):
+    import torch
+
+    from bifusion_core.pipeline.types import FrameResult
+    from bifusion_ros.node import result_outputs
+
+    inst = FakeInstance(3, 1, "table", 0.8, torch.tensor([1.0, 2.0, 0.5]), torch.tensor([0.5, 0.4, 0.7]),
+                        torch.arange(2))
+    result = FrameResult(points=np.zeros((2, 3), np.float32), colours=np.zeros((2, 3), np.uint8),
+                         semantic=np.array([1, -1]), instance=np.array([3, -1]), score=np.ones(2, np.float32),
+                         alpha=np.ones(2, np.float32), pixels=np.zeros((2, 2), np.int64), instances=[inst],
+                         class_names=["chair", "table"])
+    header = make_header(ros.msgs, "map", 1.0)
+    out = result_outputs(result, header, header, ros.msgs, score_threshold=0.5)
+    assert out["alpha"] is None
+    pts = cloud_to_numpy(roundtrip(ros, out["cloud"]))
+    assert list(pts["instance"]) == [3, 0] and list(pts["label"]) == [1, UNKNOWN_LABEL]
+    (i,) = roundtrip(ros, out["instances"]).instances
+    assert (i.id, i.class_name, i.point_count) == (3, "table", 2)
+    assert (i.center.position.x, i.size.z) == (1.0, pytest.approx(0.7))
