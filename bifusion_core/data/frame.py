@@ -1,0 +1,125 @@
+"""One RGB-D frame with its camera, as every reader and generator of :mod:`bifusion_core.data` returns it.
+
+Conventions (shared with ScanNet's exported frames):
+
+* ``intrinsics`` is the ``(3, 3)`` pinhole matrix of the returned image size; pixel ``(u, v)`` = (column, row)
+  with integer coordinates at pixel centres, so a point ``(x, y, z)`` of the camera frame lands at
+  ``u = fx x / z + cx``, ``v = fy y / z + cy``.
+* The camera frame is the *optical* frame: x right, y down, z forward.
+* ``pose`` is the ``(4, 4)`` camera-to-world transform (ScanNet ``pose/N.txt``); the world has z up (REP 103).
+* ``depth`` is float32 metres along the optical axis, 0 where invalid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RGBDFrame:
+    """An RGB-D frame.
+
+    Attributes:
+        rgb: ``(H, W, 3)`` uint8 colour, RGB order.
+        depth: ``(H, W)`` float32 metres, 0 = no measurement.
+        intrinsics: ``(3, 3)`` float64 camera matrix for ``(H, W)``.
+        pose: ``(4, 4)`` float64 camera-to-world transform.
+        semantic: ``(H, W)`` int64 ScanNet label ids (0 = unlabelled), or None.
+        instance: ``(H, W)`` int64 instance ids, unique per scene (0 = none), or None.
+        frame_id: name of the frame (its file stem).
+        stamp_ns: acquisition time in nanoseconds, where known.
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    intrinsics: np.ndarray
+    pose: np.ndarray
+    semantic: np.ndarray | None = None
+    instance: np.ndarray | None = None
+    frame_id: str = ""
+    stamp_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        h, w = self.depth.shape[:2] if self.depth.ndim == 2 else (None, None)
+        if h is None:
+            raise ValueError(f"frame {self.frame_id!r}: depth must be (H, W), got {self.depth.shape}")
+        if self.rgb.shape != (h, w, 3):
+            raise ValueError(f"frame {self.frame_id!r}: rgb {self.rgb.shape} does not match depth {(h, w)}")
+        for name in ("semantic", "instance"):
+            arr = getattr(self, name)
+            if arr is not None and arr.shape != (h, w):
+                raise ValueError(f"frame {self.frame_id!r}: {name} {arr.shape} does not match depth {(h, w)}")
+        if self.intrinsics.shape != (3, 3) or self.pose.shape != (4, 4):
+            raise ValueError(f"frame {self.frame_id!r}: need (3, 3) intrinsics and (4, 4) pose, got "
+                             f"{self.intrinsics.shape} and {self.pose.shape}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return self.depth.shape[0], self.depth.shape[1]
+
+
+def pixel_rays(intrinsics: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(H, W, 3)`` float64 camera-frame ray of every pixel, scaled so that its z is 1 (ray parameter = depth)."""
+    k = np.asarray(intrinsics, np.float64)
+    u = (np.arange(width) - k[0, 2]) / k[0, 0]
+    v = (np.arange(height) - k[1, 2]) / k[1, 1]
+    rays = np.empty((height, width, 3))
+    rays[..., 0] = u[None, :]
+    rays[..., 1] = v[:, None]
+    rays[..., 2] = 1.0
+    return rays
+
+
+def backproject(depth: np.ndarray, intrinsics: np.ndarray, pose: np.ndarray | None = None,
+                stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Valid depth pixels -> 3D points.
+
+    Args:
+        depth: ``(H, W)`` metres, 0 invalid.
+        intrinsics: ``(3, 3)``.
+        pose: ``(4, 4)`` camera-to-world; points stay in the camera frame when None.
+        stride: use every ``stride``-th row and column.
+
+    Returns:
+        ``points (N, 3)`` float64 and ``pixels (N, 2)`` int64 ``(u, v)`` of each point.
+    """
+    d = np.asarray(depth)[::stride, ::stride]
+    vs, us = np.nonzero(d > 0)
+    z = d[vs, us].astype(np.float64)
+    us, vs = us * stride, vs * stride
+    k = np.asarray(intrinsics, np.float64)
+    pts = np.stack([(us - k[0, 2]) / k[0, 0] * z, (vs - k[1, 2]) / k[1, 1] * z, z], axis=1)
+    if pose is not None:
+        pose = np.asarray(pose, np.float64)
+        pts = pts @ pose[:3, :3].T + pose[:3, 3]
+    return pts, np.stack([us, vs], axis=1).astype(np.int64)
+
+
+def quaternion_from_matrix(rotation: np.ndarray) -> np.ndarray:
+    """``(3, 3)`` rotation -> unit quaternion ``(x, y, z, w)`` (ROS order), with ``w >= 0``."""
+    m = np.asarray(rotation, np.float64)
+    tr = np.trace(m)
+    if tr > 0:
+        s = 2.0 * np.sqrt(tr + 1.0)
+        q = np.array([(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s])
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = np.empty(4)
+        q[i] = 0.25 * s
+        q[j] = (m[j, i] + m[i, j]) / s
+        q[k] = (m[k, i] + m[i, k]) / s
+        q[3] = (m[k, j] - m[j, k]) / s
+    q /= np.linalg.norm(q)
+    return q if q[3] >= 0 else -q
+
+
+def matrix_from_quaternion(q) -> np.ndarray:
+    """Quaternion ``(x, y, z, w)`` -> ``(3, 3)`` rotation (normalised first)."""
+    x, y, z, w = np.asarray(q, np.float64) / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])

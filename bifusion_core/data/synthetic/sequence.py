@@ -1,0 +1,90 @@
+"""A synthetic RGB-D sequence: one generated room, a smooth camera trajectory through it, rendered lazily.
+
+Frame ``i`` depends only on ``(seed, i)`` (its sensor noise has its own generator), so frames can be
+rendered in any order, or in parallel, with identical results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..frame import RGBDFrame
+from .render import CameraConfig, RenderedFrame, Renderer
+from .scene import SceneConfig, SyntheticScene, generate_scene
+from .trajectory import camera_poses
+
+DEFAULT_START_NS = 1_700_000_000 * 10**9
+"""Stamp of the first frame of seed 0 (later seeds start an hour later each, so bags never overlap)."""
+
+
+@dataclass
+class SequenceConfig:
+    """Attributes:
+        n_frames: number of frames.
+        fps: frame rate (sets the stamps; a RealSense colour stream runs at 30).
+        loop_fraction: share of the closed camera path travelled over the sequence.
+        scene, camera: room generation and camera / depth sensor parameters.
+    """
+
+    n_frames: int = 100
+    fps: float = 30.0
+    loop_fraction: float = 1.0
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+
+    def __post_init__(self) -> None:
+        if self.n_frames < 1:
+            raise ValueError(f"n_frames must be >= 1, got {self.n_frames}")
+        if not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if not 0 < self.loop_fraction <= 10:
+            raise ValueError(f"loop_fraction must lie in (0, 10], got {self.loop_fraction}")
+
+
+class SyntheticSequence:
+    """``len(seq)`` frames of the room generated from ``seed``.
+
+    Attributes:
+        scene: the :class:`~.scene.SyntheticScene`.
+        poses: ``(F, 4, 4)`` optical-frame camera-to-world poses.
+        stamps_ns: ``(F,)`` int64 acquisition times.
+        intrinsics: ``(3, 3)``.
+    """
+
+    def __init__(self, seed: int = 0, config: SequenceConfig | None = None,
+                 scene: SyntheticScene | None = None):
+        self.seed = int(seed)
+        self.config = config or SequenceConfig()
+        cfg = self.config
+        self.scene = scene if scene is not None else generate_scene(self.seed, cfg.scene)
+        self.renderer = Renderer(self.scene, cfg.camera)
+        self.poses = camera_poses(self.scene.path, cfg.n_frames, cfg.loop_fraction)
+        start = DEFAULT_START_NS + self.seed * 3600 * 10**9
+        self.stamps_ns = start + np.round(np.arange(cfg.n_frames) * 1e9 / cfg.fps).astype(np.int64)
+        self.intrinsics = cfg.camera.intrinsics
+
+    def __len__(self) -> int:
+        return self.config.n_frames
+
+    def render(self, index: int) -> RenderedFrame:
+        """Render frame ``index`` (all outputs, ground truth included)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range [0, {len(self)})")
+        rng = np.random.default_rng([self.seed, int(index), 0xD])
+        return self.renderer.render(self.poses[index], rng)
+
+    def frame(self, index: int) -> RGBDFrame:
+        """Frame ``index`` as an :class:`~bifusion_core.data.frame.RGBDFrame` (noisy depth in metres)."""
+        return to_rgbd_frame(self.render(index), str(index), int(self.stamps_ns[index]))
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self.frame(i)
+
+
+def to_rgbd_frame(r: RenderedFrame, frame_id: str = "", stamp_ns: int | None = None) -> RGBDFrame:
+    """A rendered view as an :class:`RGBDFrame` (depth in metres, ground truth as int64)."""
+    return RGBDFrame(rgb=r.rgb, depth=r.depth_mm.astype(np.float32) / 1000.0, intrinsics=r.intrinsics,
+                     pose=r.pose, semantic=r.semantic.astype(np.int64), instance=r.instance.astype(np.int64),
+                     frame_id=frame_id, stamp_ns=stamp_ns)
