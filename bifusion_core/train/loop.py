@@ -39,7 +39,12 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 
 def rng_state() -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """RNG states as tensors and builtins only (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = {"torch": torch.get_rng_state(),
+          "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                    "has_gauss": int(has_gauss), "gauss": float(gauss)},
+          "python": list(random.getstate()[1])}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -47,8 +52,9 @@ def rng_state() -> dict:
 
 def set_rng_state(st: dict) -> None:
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
+    n = st["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate((3, tuple(st["python"]), None))
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
 
@@ -140,6 +146,8 @@ class Trainer:
         self.model.encoder.set_training_step(self.step)
         batch = self.sampler.batch(self.step)
         inp = batch.inp.to(self.device)
+        # batch-norm statistics (and the gate counter) move during the forward: keep them to undo a bad step
+        buffers = {k: b.clone() for k, b in self.model.named_buffers()}
         net = self.ddp or self.model
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
             out = net(inp)
@@ -150,7 +158,11 @@ class Trainer:
             self.bad_steps += 1
             self.skipped += 1
             bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-            log.error("step %d: non-finite loss (%s); the step is skipped, weights untouched", self.step, ", ".join(bad))
+            with torch.no_grad():
+                for k, b in self.model.named_buffers():
+                    b.copy_(buffers[k])
+            log.error("step %d: non-finite loss (%s); the step is skipped, weights and statistics untouched",
+                      self.step, ", ".join(bad))
             if self.bad_steps >= cfg.optim.max_bad_steps:
                 raise NonFiniteLoss(f"{self.bad_steps} consecutive non-finite losses (last at step {self.step}); "
                                     "stopping: lower the learning rate or check the data")
