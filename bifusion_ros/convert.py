@@ -36,6 +36,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from bifusion_core.data.frame import matrix_from_quaternion, quaternion_from_matrix
 from bifusion_ros.sync import stamp_to_ns
 
 __all__ = [
@@ -516,33 +517,12 @@ def quaternion_to_matrix(q) -> np.ndarray:
     Raises:
         ValueError: non-finite or zero-length quaternion.
     """
-    x, y, z, w = _normalised_quaternion(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return matrix_from_quaternion(_normalised_quaternion(q))
 
 
 def matrix_to_quaternion(R) -> np.ndarray:
     """``(3, 3)`` rotation matrix -> ``(4,)`` unit quaternion ``x, y, z, w`` with ``w >= 0``."""
-    R = np.asarray(R, dtype=np.float64)
-    tr = R[0, 0] + R[1, 1] + R[2, 2]
-    if tr > 0:
-        s = math.sqrt(tr + 1.0) * 2
-        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, 0.25 * s]
-    elif R[0, 0] > R[1, 1] and R[0, 0] > R[2, 2]:
-        s = math.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2]) * 2
-        q = [0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s, (R[2, 1] - R[1, 2]) / s]
-    elif R[1, 1] > R[2, 2]:
-        s = math.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2]) * 2
-        q = [(R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s, (R[0, 2] - R[2, 0]) / s]
-    else:
-        s = math.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1]) * 2
-        q = [(R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s, (R[1, 0] - R[0, 1]) / s]
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
+    return quaternion_from_matrix(R)
 
 
 def transform_to_tq(msg) -> tuple[np.ndarray, np.ndarray]:

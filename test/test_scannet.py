@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bifusion_core.data.frame import RGBDFrame, backproject
+from bifusion_core.data.frame import RGBDFrame
+from bifusion_core.geometry import backproject
 from bifusion_core.data.scannet import (IGNORE_INDEX, SCANNET20, SCANNET200, SCANNET200_INSTANCE, CropConfig,
                                         CropSampler, FrameReaderConfig, ScanNetFrames, ScenePoints, list_scenes,
                                         load_label_map, load_scene, raw_category_to_id, write_labelled_cloud)
@@ -310,7 +311,7 @@ def test_crop_from_frame_keeps_pixels():
     u, v = c.pixels[:, 0], c.pixels[:, 1]
     assert (depth[v, u] > 0).all()
     # every point is its pixel's depth back-projected, then moved by the crop transform
-    world, _ = backproject(depth, K, frame.pose)
+    world = backproject(depth, K, pose=frame.pose).points.numpy()
     assert np.allclose(world[c.source_index] @ c.transform[:3, :3].T + c.transform[:3, 3], c.points, atol=1e-4)
     assert np.allclose(c.colours, frame.rgb[v, u] / 255.0, atol=1e-6)
     assert (c.semantic == SCANNET200.id_to_index[5]).all() and (c.instance == -1).all()

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from bifusion_core.data.frame import backproject
+from bifusion_core.geometry import backproject as _backproject
 from bifusion_core.data.scannet import SCANNET200, ScanNetFrames, load_scene
 from bifusion_core.data.synthetic import (OBJECT_CLASSES, CameraConfig, SceneConfig, SequenceConfig,
                                           SyntheticSequence, generate_scene)
@@ -26,6 +26,11 @@ def seq():
 @pytest.fixture(scope="module")
 def frames(seq):
     return [seq.render(i) for i in (0, 4, 8)]
+
+
+def backproject(depth, K, pose):
+    bp = _backproject(depth, K, pose=pose)
+    return bp.points.numpy().astype(np.float64), bp.pixels.numpy()
 
 
 def test_backprojected_depth_lies_on_the_rendered_primitives(seq, frames):

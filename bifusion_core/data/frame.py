@@ -60,43 +60,6 @@ class RGBDFrame:
         return self.depth.shape[0], self.depth.shape[1]
 
 
-def pixel_rays(intrinsics: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``(H, W, 3)`` float64 camera-frame ray of every pixel, scaled so that its z is 1 (ray parameter = depth)."""
-    k = np.asarray(intrinsics, np.float64)
-    u = (np.arange(width) - k[0, 2]) / k[0, 0]
-    v = (np.arange(height) - k[1, 2]) / k[1, 1]
-    rays = np.empty((height, width, 3))
-    rays[..., 0] = u[None, :]
-    rays[..., 1] = v[:, None]
-    rays[..., 2] = 1.0
-    return rays
-
-
-def backproject(depth: np.ndarray, intrinsics: np.ndarray, pose: np.ndarray | None = None,
-                stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Valid depth pixels -> 3D points.
-
-    Args:
-        depth: ``(H, W)`` metres, 0 invalid.
-        intrinsics: ``(3, 3)``.
-        pose: ``(4, 4)`` camera-to-world; points stay in the camera frame when None.
-        stride: use every ``stride``-th row and column.
-
-    Returns:
-        ``points (N, 3)`` float64 and ``pixels (N, 2)`` int64 ``(u, v)`` of each point.
-    """
-    d = np.asarray(depth)[::stride, ::stride]
-    vs, us = np.nonzero(d > 0)
-    z = d[vs, us].astype(np.float64)
-    us, vs = us * stride, vs * stride
-    k = np.asarray(intrinsics, np.float64)
-    pts = np.stack([(us - k[0, 2]) / k[0, 0] * z, (vs - k[1, 2]) / k[1, 1] * z, z], axis=1)
-    if pose is not None:
-        pose = np.asarray(pose, np.float64)
-        pts = pts @ pose[:3, :3].T + pose[:3, 3]
-    return pts, np.stack([us, vs], axis=1).astype(np.int64)
-
-
 def quaternion_from_matrix(rotation: np.ndarray) -> np.ndarray:
     """``(3, 3)`` rotation -> unit quaternion ``(x, y, z, w)`` (ROS order), with ``w >= 0``."""
     m = np.asarray(rotation, np.float64)

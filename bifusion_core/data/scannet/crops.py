@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..frame import RGBDFrame, backproject
+from ...geometry import backproject
+from ..frame import RGBDFrame
 from .classes import get_class_set
 from .scene import ScenePoints
 
@@ -182,7 +183,8 @@ class CropSampler:
     def from_frame(self, frame: RGBDFrame) -> SceneCrop:
         """A crop of one RGB-D frame's back-projected valid depth (world coordinates from its pose); pixels
         without labels count as unlabelled."""
-        pts, pix = backproject(frame.depth, frame.intrinsics, frame.pose, stride=self.config.frame_stride)
+        bp = backproject(frame.depth, frame.intrinsics, pose=frame.pose, stride=self.config.frame_stride)
+        pts, pix = bp.points.numpy().astype(np.float64), bp.pixels.numpy()
         if len(pts) == 0:
             raise ValueError(f"frame {frame.frame_id!r} has no valid depth")
         u, v = pix[:, 0], pix[:, 1]

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..frame import backproject
+from ...geometry import backproject
 from ..scannet import layout as L
 from ..scannet.scene import LABELLED_SUFFIX, ScenePoints, write_labelled_cloud
 from .render import RenderedFrame
@@ -64,7 +64,8 @@ class _CloudFuser:
         self.parts: list[tuple[np.ndarray, ...]] = []
 
     def add(self, r: RenderedFrame) -> None:
-        pts, pix = backproject(r.depth_clean, r.intrinsics, r.pose, self.stride)
+        bp = backproject(r.depth_clean, r.intrinsics, pose=r.pose, stride=self.stride)
+        pts, pix = bp.points.numpy().astype(np.float64), bp.pixels.numpy()
         if not len(pts):
             return
         q = np.clip(np.floor(pts / self.voxel).astype(np.int64) + 1, 0, self.dims - 1)
