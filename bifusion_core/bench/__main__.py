@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import decoder, encoder, sparse
+from . import decoder, encoder, pipeline, sparse
 from .common import machine, write_json
 
 class _Stage:
@@ -20,6 +20,10 @@ STAGES = {
                       encoder.run_encoder, encoder.add_args),
     "frame": _Stage("``frame`` stage: whole single-frame inference (encoder + superpoints + decoder) at 640x480.",
                     encoder.run_frame, encoder.add_args),
+    "pipeline": _Stage("``pipeline`` stage: end-to-end per-frame latency p50/p95 and throughput at 640x480.",
+                       pipeline.run_pipeline, pipeline.add_pipeline_args),
+    "train": _Stage("``train`` stage: training iterations/s and peak memory.", pipeline.run_train,
+                    pipeline.add_train_args),
     "decoder": _Stage("``decoder`` stage: query decoder + post-processing on the superpoints of 50k points.",
                       decoder.run_decoder, decoder.add_args),
 }

@@ -47,6 +47,17 @@ class TrainConfig:
     seed: int = 0
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "train"
+
+
+def named_config(name: str) -> Path:
+    """``config/train/NAME.yaml`` of this checkout."""
+    p = CONFIG_DIR / f"{name}.yaml"
+    if not p.is_file():
+        raise FileNotFoundError(f"no training config named {name!r} in {CONFIG_DIR}")
+    return p
+
+
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config (``None``: defaults), apply overrides, validate."""
     data: dict = {}
