@@ -30,7 +30,7 @@ $(STAMP): requirements.txt setup.py
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m bifusion_core.demo --out $(DEMO_OUT)
+	$(PY) -m bifusion_ros.demo --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest test $(PYTEST_ARGS)

@@ -1,0 +1,903 @@
+"""Replay a rosbag2 recording through the BiFusion pipeline without ROS, and score it.
+
+``python -m bifusion_ros.replay --bag BAG --out DIR [--checkpoint CK]`` (console script ``bifusion_replay``)
+reads a rosbag2 bag (sqlite3 or MCAP storage) with ``rosbags`` and does, offline, what the live node
+(:mod:`bifusion_ros.node`) does online:
+
+1. ``/tf_static`` messages are read first and added as static transforms; ``/tf`` then streams in bag order
+   into a :class:`~bifusion_ros.tf_buffer.TransformBuffer` (tf2's lookup semantics, interpolation included);
+2. colour, depth and camera info are fed, in bag (receive-time) order, to
+   :class:`~bifusion_ros.sync.ApproximateTimeSynchronizer` (the pairing rule of ``message_filters``) with the
+   node's ``sync_slop`` / ``sync_queue_size``;
+3. each synchronised set is validated and converted by :func:`bifusion_ros.frame_io.frame_inputs` (the node's
+   own conversion); the camera pose ``world_frame <- camera frame`` is looked up at the image stamp. Like the
+   node, which waits up to ``tf_timeout`` for the pose, replay waits until the bag's clock is ``tf_timeout``
+   past the set's arrival before applying ``--on-missing-tf`` (``skip``: counted as ``missing_tf``;
+   ``identity``: outputs in the camera frame);
+4. ``bifusion_core.pipeline.FrameProcessor`` segments the frame; :func:`bifusion_ros.frame_io.result_outputs`
+   (the node's own output conversion) builds the messages, written to ``DIR/output_bag`` on the node's output
+   topics (``/bifusion/cloud`` ``sensor_msgs/msg/PointCloud2``, ``/bifusion/markers``
+   ``visualization_msgs/msg/MarkerArray``, ``/bifusion/instances`` ``bifusion_ros/msg/InstanceArray``,
+   ``/bifusion/alpha`` ``sensor_msgs/msg/Image``), each logged at the bag time the set was complete;
+5. every ``--save-every``-th processed frame is also written as PNG overlays, an α heat map, a PLY cloud and
+   an instance JSON under ``DIR/frames/`` (:func:`bifusion_core.io.render.write_result`);
+6. when the bag has ground-truth images (``/bifusion/gt/semantic`` and ``/bifusion/gt/instance``, 16UC1,
+   stamped like the colour image, ScanNet200 label ids and instance ids; written by
+   ``python -m bifusion_core.data.synthetic --bag``), each processed frame is scored like training validation
+   (:mod:`bifusion_core.train.validate`): semantic IoU / mIoU over the model's classes and ScanNet instance
+   AP / AP50 / AP25 per frame (all post-processed instances, before the node's ``score_threshold``);
+7. ``DIR/metrics.json`` gets the metrics, frame counts (synchronised, processed, colour images the
+   synchroniser dropped, skips per reason), per-stage latency (mean / p50 / p95 / max, ms) and wall time; a
+   table of them is printed at the end.
+
+Unlike the node, replay processes every synchronised set (no latest-frame mailbox: nothing is dropped for
+being slow). Exit status: 0 done, 1 no frame could be processed (see the skip reasons), 2 unusable input (no
+such bag, a topic missing from the bag: the message lists the bag's topics, a bad checkpoint), 130 interrupted
+(what was done so far is still written).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bifusion_ros import convert
+from bifusion_ros.frame_io import FrameSkipped, frame_inputs, result_outputs
+from bifusion_ros.params import SKIP_REASONS, defaults, parse_string_list, resolve_topic
+from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
+from bifusion_ros.tf_buffer import TransformBuffer, TransformError
+
+__all__ = ["ReplayConfig", "ReplayError", "replay", "format_metrics", "resolve_bag_path", "build_parser", "main"]
+
+log = logging.getLogger("bifusion.replay")
+
+_P = defaults()
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
+GT_SEMANTIC_TOPIC = "/bifusion/gt/semantic"   # = bifusion_ros.synthetic_bag.TOPIC_GT_SEMANTIC
+GT_INSTANCE_TOPIC = "/bifusion/gt/instance"   # = bifusion_ros.synthetic_bag.TOPIC_GT_INSTANCE
+IMAGE = "sensor_msgs/msg/Image"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+
+OUTPUT_TYPES = {"cloud": "sensor_msgs/msg/PointCloud2", "markers": "visualization_msgs/msg/MarkerArray",
+                "instances": "bifusion_ros/msg/InstanceArray", "alpha": IMAGE}
+"""Output name (key of :func:`~bifusion_ros.frame_io.result_outputs`) -> message type."""
+
+OUTPUT_TOPICS = {name: resolve_topic(_P[f"{name}_topic"]) for name in OUTPUT_TYPES}
+"""Output name -> topic, as the node (named ``bifusion``, root namespace) publishes them by default."""
+
+_GT_KEEP = 32  # ground-truth images / results waiting for their counterpart, per topic (oldest dropped)
+
+
+class ReplayError(Exception):
+    """The bag, a topic, the output directory or the checkpoint cannot be used (exit code 2)."""
+
+
+@dataclass
+class ReplayConfig:
+    """What to replay and how. Defaults are the node's parameter defaults (:data:`bifusion_ros.params.PARAMS`).
+
+    Attributes:
+        bag: rosbag2 directory (or its ``metadata.yaml`` / storage file, or ``NAME.mcap`` / ``NAME.db3`` for a
+            bag directory ``NAME`` as ``python -m bifusion_core.data.synthetic --bag`` names them).
+        out: output directory (created).
+        checkpoint: model checkpoint; None = the shipped demo checkpoint.
+        classes: class names / prompts replacing the checkpoint's (None or empty: the checkpoint's).
+        max_frames: stop after this many synchronised sets (processed or skipped); None = the whole bag.
+        save_every: write PNG/PLY outputs of every k-th processed frame (0: none).
+        min_region_size: smallest instance (points) the instance AP counts, ground truth and predictions.
+        tf_timeout: seconds of bag time a set waits for its camera pose (the node's ``tf_timeout``).
+        storage: storage of the output bag, ``mcap`` or ``sqlite3``.
+        progress: show a tqdm progress bar.
+    """
+
+    bag: str | Path
+    out: str | Path
+    checkpoint: str | None = None
+    device: str = "auto"
+    half: bool = False
+    classes: list[str] | None = None
+    color_topic: str = _P["color_topic"]
+    depth_topic: str = _P["depth_topic"]
+    info_topic: str = _P["camera_info_topic"]
+    gt_semantic_topic: str = GT_SEMANTIC_TOPIC
+    gt_instance_topic: str = GT_INSTANCE_TOPIC
+    world_frame: str = _P["world_frame"]
+    camera_frame: str = _P["camera_frame"]
+    on_missing_tf: str = _P["on_missing_tf"]
+    tf_timeout: float = _P["tf_timeout"]
+    sync_slop: float = _P["sync_slop"]
+    sync_queue_size: int = _P["sync_queue_size"]
+    depth_scale: float = _P["depth_scale"]
+    score_threshold: float = _P["score_threshold"]
+    voxel_size: float = 0.0
+    max_frames: int | None = None
+    save_every: int = 1
+    min_region_size: int = 100
+    storage: str = "mcap"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.on_missing_tf not in ("skip", "identity"):
+            raise ReplayError(f"on_missing_tf must be 'skip' or 'identity', got {self.on_missing_tf!r}")
+        if self.storage not in ("mcap", "sqlite3"):
+            raise ReplayError(f"storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ReplayError(f"max_frames must be >= 1, got {self.max_frames}")
+        for name, lo in (("save_every", 0), ("min_region_size", 0), ("sync_queue_size", 1)):
+            if getattr(self, name) < lo:
+                raise ReplayError(f"{name} must be >= {lo}, got {getattr(self, name)}")
+        for name in ("tf_timeout", "sync_slop", "depth_scale", "score_threshold", "voxel_size"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ReplayError(f"{name} must be a finite number >= 0, got {v}")
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Bag access
+# -------------------------------------------------------------------------------------------------------------
+def resolve_bag_path(path) -> Path:
+    """The rosbag2 directory ``path`` names (see :attr:`ReplayConfig.bag`); :class:`ReplayError` if none."""
+    p = Path(path).expanduser()
+    if p.is_file() and (p.parent / "metadata.yaml").is_file():
+        return p.parent
+    if p.is_dir():
+        if not (p / "metadata.yaml").is_file():
+            raise ReplayError(f"{p} is not a rosbag2 bag: it has no metadata.yaml (a bag recorded without one can "
+                              "get it back with `ros2 bag reindex`)")
+        return p
+    if p.suffix.lower() in (".mcap", ".db3") and (p.with_suffix("") / "metadata.yaml").is_file():
+        return p.with_suffix("")
+    if p.is_file():
+        raise ReplayError(f"{p} is a file without a metadata.yaml next to it; pass a rosbag2 bag directory")
+    raise ReplayError(f"bag not found: {p}")
+
+
+def _topic_listing(connections) -> str:
+    rows = sorted({(c.topic, c.msgtype, c.msgcount) for c in connections})
+    return "\n".join(f"  {t}  [{ty}]  {n} messages" for t, ty, n in rows) or "  (none)"
+
+
+def _select(connections, topic: str, msgtype: str, what: str, required: bool, listing: str) -> list:
+    """The bag's connections of ``topic``; a :class:`ReplayError` naming the bag's topics when it is required and
+    absent, or when it has another type."""
+    conns = [c for c in connections if c.topic == topic]
+    if not conns:
+        if required:
+            same_type = sorted({c.topic for c in connections if c.msgtype == msgtype})
+            hint = f"; {msgtype} topics in the bag: {', '.join(same_type)}" if same_type else ""
+            raise ReplayError(f"the bag has no {what} topic {topic!r}{hint} (set it with the matching --*-topic "
+                              f"option). Topics in the bag:\n{listing}")
+        return []
+    wrong = sorted({c.msgtype for c in conns if c.msgtype != msgtype})
+    if wrong:
+        raise ReplayError(f"{what} topic {topic!r} has type {', '.join(wrong)}, expected {msgtype}. "
+                          f"Topics in the bag:\n{listing}")
+    return conns
+
+
+def _prepare_output_bag(path: Path) -> None:
+    """Remove a previous replay's output bag at ``path`` (a directory with metadata.yaml, or empty)."""
+    if not path.exists():
+        return
+    if path.is_dir() and ((path / "metadata.yaml").is_file() or not any(path.iterdir())):
+        log.info("replacing the previous output bag %s", path)
+        shutil.rmtree(path)
+        return
+    raise ReplayError(f"{path} exists and is not a rosbag2 bag from an earlier replay; remove it or choose another "
+                      "--out")
+
+
+class _OutputBag:
+    """The node's output topics in a new rosbag2 bag."""
+
+    def __init__(self, path: Path, storage: str, store):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self.path, self.store = path, store
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self.writer = Writer(path, version=8, storage_plugin=plugin)
+        self.writer.open()
+        self.conns = {name: self.writer.add_connection(OUTPUT_TOPICS[name], msgtype, typestore=store)
+                      for name, msgtype in OUTPUT_TYPES.items()}
+        self.counts: Counter = Counter()
+
+    def serialize(self, outputs: dict[str, Any]) -> dict[str, bytes]:
+        return {name: self.store.serialize_cdr(msg, OUTPUT_TYPES[name])
+                for name, msg in outputs.items() if msg is not None}
+
+    def write(self, raw: dict[str, bytes], t_ns: int) -> None:
+        for name, data in raw.items():
+            self.writer.write(self.conns[name], int(t_ns), data)
+            self.counts[OUTPUT_TOPICS[name]] += 1
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Metrics
+# -------------------------------------------------------------------------------------------------------------
+class _Evaluator:
+    """Per-frame scoring against ground-truth images, as :func:`bifusion_core.train.validate.validate` scores
+    held-out frames: semantic confusion over the model's classes; instances per frame in the ScanNet benchmark's
+    ``label_id * 1000 + instance`` encoding (ground truth of classes outside the model's list is void)."""
+
+    def __init__(self, class_names: list[str], min_region_size: int):
+        from bifusion_core.data.scannet.classes import IGNORE_INDEX, SCANNET200
+        from bifusion_core.eval import InstanceEvalConfig, SemanticEvaluator
+        from bifusion_core.train.data import class_lookup
+
+        self.class_names = list(class_names)
+        self.ignore = IGNORE_INDEX
+        self.lut = class_lookup(self.class_names)
+        self.to_id = np.array([SCANNET200.name_to_id.get(n, 0) for n in self.class_names], np.int64)
+        self.semantic = SemanticEvaluator(len(self.class_names), self.class_names, IGNORE_INDEX)
+        self.config = InstanceEvalConfig(min_region_size=min_region_size)
+        self.matches: list = []
+        self.uid = 0
+        self.frames = 0
+        self.instance_frames = 0
+
+    def add(self, result, gt_semantic: np.ndarray, gt_instance: np.ndarray | None) -> None:
+        from bifusion_core.eval import PredictedInstance, match_scene
+
+        u, v = result.pixels[:, 0].astype(np.int64), result.pixels[:, 1].astype(np.int64)
+        ids = gt_semantic[v, u].astype(np.int64)
+        sem_gt = np.where((ids >= 0) & (ids < len(self.lut)), self.lut[np.clip(ids, 0, len(self.lut) - 1)],
+                          self.ignore)
+        self.semantic.update(sem_gt, np.asarray(result.semantic))
+        self.frames += 1
+        if gt_instance is None:
+            return
+        inst = gt_instance[v, u].astype(np.int64)
+        gt_label = np.where(sem_gt >= 0, self.to_id[np.clip(sem_gt, 0, None)], 0)
+        gt_ids = np.where((inst > 0) & (gt_label > 0), gt_label * 1000 + np.clip(inst, 0, 999), 0)
+        preds = []
+        for ins in result.instances:
+            mask = np.zeros(len(sem_gt), bool)
+            idx = ins.point_indices
+            mask[idx.cpu().numpy() if hasattr(idx, "cpu") else np.asarray(idx, np.int64)] = True
+            cid = int(ins.class_id)
+            label = int(self.to_id[cid]) if 0 <= cid < len(self.to_id) else 0
+            preds.append(PredictedInstance(mask, label, float(ins.score)))
+        m = match_scene(gt_ids, preds, self.config, self.uid)
+        self.uid += sum(len(p) for p in m.pred.values())
+        self.matches.append(m)
+        self.instance_frames += 1
+
+    def results(self):
+        """``(SemanticResult or None, InstanceResult or None)``."""
+        from bifusion_core.eval import evaluate_matches, summarize
+
+        sem = self.semantic.result() if self.frames else None
+        inst = summarize(evaluate_matches(self.matches, self.config), self.config) if self.matches else None
+        return sem, inst
+
+
+def _finite(x) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def _latency_summary(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for stage, values in samples.items():
+        a = np.asarray(values, np.float64) * 1e3
+        out[stage] = {"mean": round(float(a.mean()), 3), "p50": round(float(np.percentile(a, 50)), 3),
+                      "p95": round(float(np.percentile(a, 95)), 3), "max": round(float(a.max()), 3), "n": int(a.size)}
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------------
+# The replay
+# -------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Pending:
+    """A validated set waiting for its camera pose."""
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    intrinsics: Any
+    stamp: Any            # builtin_interfaces/Time of the colour image
+    image_frame: str
+    arrival: int          # bag time (ns) of the message that completed the set
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Replay:
+    """One replay: :meth:`open` checks the bag and its topics (before any model is loaded), :meth:`run`
+    processes it, :meth:`close` closes the bag."""
+
+    def __init__(self, cfg: ReplayConfig):
+        from bifusion_ros.interfaces import typestore
+
+        self.cfg = cfg
+        self.processor = None
+        self.store = typestore()
+        self.msgs = convert.rosbags_factory(self.store)
+        self.out = Path(cfg.out)
+        self.frames_dir = self.out / "frames"
+        self.tf = TransformBuffer(cache_time=max(10.0, 4 * cfg.tf_timeout))
+        self.sync = ApproximateTimeSynchronizer(3, cfg.sync_queue_size, cfg.sync_slop)
+        self.pending: deque[_Pending] = deque()
+        self.counts: Counter = Counter()
+        self.skipped: Counter = Counter({r: 0 for r in SKIP_REASONS})
+        self.first_detail: dict[str, str] = {}
+        self.latency: dict[str, list[float]] = {}
+        self.gt: dict[str, dict[int, np.ndarray]] = {}
+        self.awaiting_gt: dict[int, Any] = {}
+        self.evaluator: _Evaluator | None = None
+        self.saved: list[str] = []
+        self.stride = 1
+        self.reader = None
+        self.bag_path: Path | None = None
+        self.topics: dict[str, list] = {}
+        self.gt_kinds: list[str] = []
+        self.bag: _OutputBag | None = None
+        self.bar = None
+
+    # ---------------------------------------------------------------------------------------------- helpers
+    def _time(self, stage: str, seconds: float) -> None:
+        self.latency.setdefault(stage, []).append(float(seconds))
+
+    def _skip(self, reason: str, detail: str) -> None:
+        self.skipped[reason] += 1
+        if reason not in self.first_detail:
+            self.first_detail[reason] = detail
+            log.warning("skipping frame (%s): %s", reason, detail)
+        else:
+            log.debug("skipping frame (%s): %s", reason, detail)
+        self._advance()
+
+    def _advance(self) -> None:
+        self.counts["handled"] += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(processed=self.counts["processed"], skipped=sum(self.skipped.values()),
+                                 refresh=False)
+
+    @property
+    def limit_reached(self) -> bool:
+        m = self.cfg.max_frames
+        return m is not None and self.counts["sets"] >= m
+
+    # ---------------------------------------------------------------------------------------------- input
+    def on_tf(self, msg) -> None:
+        try:
+            self.tf.add_message(msg)
+        except ValueError as exc:
+            self.counts["bad_tf_messages"] += 1
+            if self.counts["bad_tf_messages"] == 1:
+                log.warning("ignoring a malformed /tf message: %s", exc)
+
+    def on_input(self, index: int, msg, t_ns: int) -> None:
+        """A colour (0), depth (1) or camera-info (2) message, in bag order."""
+        self.counts[("colour", "depth", "camera_info")[index]] += 1
+        sync_set = self.sync.add(index, msg)
+        if sync_set is None or self.limit_reached:
+            return
+        self.counts["sets"] += 1
+        color, depth, info = sync_set
+        t0 = time.perf_counter()
+        try:
+            rgb, depth_m, intrinsics = frame_inputs(color, depth, info, self.cfg.depth_scale)
+        except FrameSkipped as skip:
+            self._skip(skip.reason, skip.detail)
+            return
+        except Exception as exc:  # noqa: BLE001 - a malformed message must not end the replay (as in the node)
+            self._skip("bad_image", f"{type(exc).__name__}: {exc}")
+            return
+        if not rgb.flags.writeable:  # a view of the rosbags buffer (rclpy's array.array data gives a writable one)
+            rgb = rgb.copy()
+        p = _Pending(rgb, depth_m, intrinsics, color.header.stamp, str(color.header.frame_id), t_ns)
+        p.timings["convert"] = time.perf_counter() - t0
+        self.pending.append(p)
+
+    def on_gt(self, kind: str, msg) -> None:
+        """A ground-truth image (``kind`` ``semantic`` or ``instance``)."""
+        from bifusion_ros.synthetic_bag import image_to_numpy
+
+        stamp = stamp_to_ns(msg.header.stamp)
+        try:
+            arr = image_to_numpy(msg)
+        except ValueError as exc:
+            self.counts["bad_gt_images"] += 1
+            log.warning("ignoring a ground-truth %s image: %s", kind, exc)
+            return
+        store = self.gt.setdefault(kind, {})
+        store[stamp] = arr
+        while len(store) > _GT_KEEP:
+            del store[min(store)]
+        if stamp in self.awaiting_gt:
+            self._try_evaluate(stamp, *self.awaiting_gt[stamp])
+
+    # ---------------------------------------------------------------------------------------------- TF
+    def _camera(self, p: _Pending) -> str:
+        return self.cfg.camera_frame or p.image_frame
+
+    def _lookup(self, p: _Pending) -> np.ndarray:
+        camera = self._camera(p)
+        if not camera:
+            raise TransformError("the colour image has an empty header.frame_id and --camera-frame is not set")
+        return self.tf.lookup(self.cfg.world_frame, camera, p.stamp)
+
+    def drain(self, now_ns: int | None) -> None:
+        """Process the waiting sets whose pose is known or whose wait is over (``now_ns`` None: end of the bag)."""
+        timeout_ns = int(self.cfg.tf_timeout * 1e9)
+        while self.pending:
+            p = self.pending[0]
+            t0 = time.perf_counter()
+            try:
+                pose, out_frame, detail = self._lookup(p), self.cfg.world_frame, ""
+            except TransformError as exc:
+                if now_ns is not None and now_ns <= p.arrival + timeout_ns:
+                    return  # keep waiting for /tf, as the node does for tf_timeout
+                pose, out_frame = None, ""
+                detail = (f"no transform {self.cfg.world_frame!r} <- {self._camera(p)!r} at "
+                          f"{stamp_to_ns(p.stamp) / 1e9:.3f} s: {exc}")
+            self.pending.popleft()
+            if pose is None:
+                if self.cfg.on_missing_tf == "identity" and self._camera(p):
+                    self.counts["identity_pose"] += 1
+                    if self.counts["identity_pose"] == 1:
+                        log.warning("%s; using the identity pose in %r (--on-missing-tf identity)", detail,
+                                    self._camera(p))
+                    pose, out_frame = np.eye(4), self._camera(p)
+                else:
+                    self._skip("missing_tf", detail)
+                    continue
+            p.timings["tf"] = time.perf_counter() - t0
+            self._process(p, pose, out_frame)
+
+    # ---------------------------------------------------------------------------------------------- frame
+    def _process(self, p: _Pending, pose: np.ndarray, out_frame: str) -> None:
+        from bifusion_core.pipeline.types import Frame
+
+        i = p.intrinsics
+        stamp_ns = stamp_to_ns(p.stamp)
+        frame = Frame(rgb=p.rgb, depth=p.depth, intrinsics=(i.fx, i.fy, i.cx, i.cy), pose=pose,
+                      stamp=stamp_ns / 1e9, frame_id=out_frame)
+        t0 = time.perf_counter()
+        try:
+            result = self.processor.process(frame)
+        except Exception as exc:  # noqa: BLE001 - counted like the node does
+            self._skip("processor_error", f"{type(exc).__name__}: {exc}")
+            return
+        t1 = time.perf_counter()
+        p.timings["process"] = t1 - t0
+        try:  # exactly what the node's _publish_outputs builds
+            header = convert.make_header(self.msgs, out_frame, p.stamp)
+            camera_header = convert.make_header(self.msgs, self._camera(p), p.stamp)
+            up = (0.0, 0.0, 1.0) if out_frame == self.cfg.world_frame else (0.0, -1.0, 0.0)
+            outputs = result_outputs(result, header, camera_header, self.msgs,
+                                     score_threshold=float(self.cfg.score_threshold), up=up)
+            raw = self.bag.serialize(outputs)
+        except Exception as exc:  # noqa: BLE001
+            self._skip("publish_error", f"{type(exc).__name__}: {exc}")
+            return
+        self.bag.write(raw, p.arrival)
+        t2 = time.perf_counter()
+        p.timings["outputs"] = t2 - t1
+        index = self.counts["processed"]
+        self.counts["processed"] += 1
+        if self.cfg.save_every and index % self.cfg.save_every == 0:
+            from bifusion_core.io.render import write_result
+
+            name = f"frame_{index:05d}"
+            write_result(self.frames_dir, name, result, p.rgb, self.stride)
+            self.saved.append(name)
+            p.timings["save"] = time.perf_counter() - t2
+        p.timings["frame_total"] = sum(p.timings.values())
+        for stage, seconds in p.timings.items():
+            self._time(stage, seconds)
+        for stage, seconds in (getattr(result, "timings", None) or {}).items():
+            self._time(f"model/{stage}", seconds)
+        self._try_evaluate(stamp_ns, result, p.rgb.shape[:2])
+        self._advance()
+
+    def _try_evaluate(self, stamp_ns: int, result, shape: tuple[int, int]) -> None:
+        """Score ``result`` once the ground truth of its stamp is in; until then it waits (bounded)."""
+        kinds = self.gt_kinds
+        if not kinds:
+            return
+        if not all(stamp_ns in self.gt.get(k, {}) for k in kinds):
+            self.awaiting_gt[stamp_ns] = (result, shape)
+            while len(self.awaiting_gt) > _GT_KEEP:
+                del self.awaiting_gt[min(self.awaiting_gt)]
+                self.counts["without_gt"] += 1
+            return
+        self.awaiting_gt.pop(stamp_ns, None)
+        gt = {k: self.gt[k].pop(stamp_ns) for k in kinds}
+        sem = gt.get("semantic")
+        if sem is None:
+            return
+        if any(a.shape[:2] != tuple(shape) for a in gt.values()):
+            self.counts["gt_size_mismatch"] += 1
+            log.warning("ground truth at %.3f s is %s, the image %s: frame not scored", stamp_ns / 1e9,
+                        sem.shape[:2], tuple(shape))
+            return
+        t0 = time.perf_counter()
+        if self.evaluator is None:
+            self.evaluator = _Evaluator(list(result.class_names), self.cfg.min_region_size)
+        self.evaluator.add(result, sem, gt.get("instance"))
+        self._time("eval", time.perf_counter() - t0)
+
+    # ---------------------------------------------------------------------------------------------- run
+    def open(self) -> None:
+        """Open the bag and check its topics; :class:`ReplayError` naming the bag's topics when one is missing."""
+        from rosbags.rosbag2 import Reader
+        from rosbags.rosbag2.errors import ReaderError
+
+        cfg = self.cfg
+        self.bag_path = resolve_bag_path(cfg.bag)
+        reader = Reader(self.bag_path)
+        try:
+            reader.open()
+        except (ReaderError, OSError, KeyError, ValueError) as exc:
+            raise ReplayError(f"cannot open bag {self.bag_path}: {exc}") from None
+        self.reader = reader
+        try:
+            conns = reader.connections
+            listing = _topic_listing(conns)
+            self.topics = {
+                "color": _select(conns, cfg.color_topic, IMAGE, "colour image", True, listing),
+                "depth": _select(conns, cfg.depth_topic, IMAGE, "depth image", True, listing),
+                "info": _select(conns, cfg.info_topic, CAMERA_INFO, "camera info", True, listing),
+                "tf": _select(conns, TF_TOPIC, TF_MESSAGE, "TF", False, listing),
+                "tf_static": _select(conns, TF_STATIC_TOPIC, TF_MESSAGE, "static TF", False, listing),
+                "semantic": _select(conns, cfg.gt_semantic_topic, IMAGE, "ground-truth semantic", False, listing),
+                "instance": _select(conns, cfg.gt_instance_topic, IMAGE, "ground-truth instance", False, listing),
+            }
+        except ReplayError:
+            self.close()
+            raise
+        self.gt_kinds = [k for k in ("semantic", "instance") if self.topics[k]]
+        if self.topics["instance"] and not self.topics["semantic"]:
+            log.warning("the bag has %s but no %s: instances cannot be scored without semantic ground truth",
+                        cfg.gt_instance_topic, cfg.gt_semantic_topic)
+        if not self.topics["tf"] and not self.topics["tf_static"]:
+            log.warning("the bag has neither %s nor %s: no camera pose in %r for any frame; %s", TF_TOPIC,
+                        TF_STATIC_TOPIC, cfg.world_frame,
+                        "every frame is skipped (missing_tf); --on-missing-tf identity processes them in the "
+                        "camera frame" if cfg.on_missing_tf == "skip"
+                        else "frames are processed with the identity pose in the camera frame")
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+    def run(self, processor) -> dict:
+        """Process the opened bag with ``processor``; returns the metrics (with ``_tables``)."""
+        cfg, topics = self.cfg, self.topics
+        self.processor = processor
+        model_cfg = getattr(getattr(processor, "model", None), "cfg", None)
+        self.stride = int(getattr(getattr(model_cfg, "frame", None), "stride", 1) or 1)
+        if "semantic" in self.gt_kinds and getattr(processor, "class_names", None):
+            self.evaluator = _Evaluator(list(processor.class_names), cfg.min_region_size)
+        n_colour = sum(c.msgcount for c in topics["color"])
+        log.info("bag %s: %d colour images on %s; %s", self.bag_path, n_colour, cfg.color_topic,
+                 "ground truth " + " + ".join(self.gt_kinds) if self.gt_kinds else "no ground truth")
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        _prepare_output_bag(self.out / "output_bag")
+        self.bag = _OutputBag(self.out / "output_bag", cfg.storage, self.store)
+
+        t_start = time.perf_counter()
+        static = topics["tf_static"]  # read first; an empty selection would mean every topic to rosbags
+        for c, _, raw in (self.reader.messages(connections=static) if static else ()):
+            try:
+                self.tf.add_message(self.store.deserialize_cdr(raw, c.msgtype), static=True)
+            except ValueError as exc:
+                log.warning("ignoring a malformed /tf_static message: %s", exc)
+
+        role = {c.id: kind for kind in ("color", "depth", "info", "tf", "semantic", "instance")
+                for c in topics[kind]}
+        wanted = [c for kind in ("color", "depth", "info", "tf", "semantic", "instance") for c in topics[kind]]
+        inputs = {"color": 0, "depth": 1, "info": 2}
+        total = n_colour if cfg.max_frames is None else min(n_colour, cfg.max_frames)
+        self.bar = _progress(total, cfg.progress)
+        interrupted = False
+        try:
+            with _redirect_logging(cfg.progress):
+                for c, t_ns, raw in self.reader.messages(connections=wanted):
+                    kind = role[c.id]
+                    if self.limit_reached and not self.pending and (
+                            not self.awaiting_gt or t_ns > max(self.awaiting_gt) + 1_000_000_000):
+                        break  # done: nothing waits for a pose or (within 1 s) for its ground truth
+                    if kind in inputs and self.limit_reached:
+                        continue
+                    msg = self.store.deserialize_cdr(raw, c.msgtype)
+                    if kind == "tf":
+                        self.on_tf(msg)
+                    elif kind in inputs:
+                        self.on_input(inputs[kind], msg, t_ns)
+                    else:
+                        self.on_gt(kind, msg)
+                    self.drain(t_ns)
+                self.drain(None)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: writing what was processed so far")
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+            self.bag.close()
+        return self._metrics(self.bag_path, time.perf_counter() - t_start, interrupted)
+
+    def _metrics(self, bag_path: Path, wall: float, interrupted: bool) -> dict:
+        c = self.counts
+        processed = c["processed"]
+        sem, inst = self.evaluator.results() if self.evaluator is not None else (None, None)
+        without_gt = c["without_gt"] + len(self.awaiting_gt) + (processed if not self.gt_kinds else 0)
+        frames = {
+            "colour_images": c["colour"], "depth_images": c["depth"], "camera_infos": c["camera_info"],
+            "synchronised": c["sets"],
+            "sync_dropped_colour": max(c["colour"] - c["sets"], 0),
+            "processed": processed,
+            "skipped": sum(self.skipped.values()),
+            "skipped_by_reason": dict(self.skipped),
+            "skip_examples": dict(self.first_detail),
+            "identity_pose": c["identity_pose"],
+            "evaluated": self.evaluator.frames if self.evaluator else 0,
+            "without_gt": without_gt,
+            "gt_size_mismatch": c["gt_size_mismatch"],
+            "bad_tf_messages": c["bad_tf_messages"],
+        }
+        cls = getattr(self.processor, "class_names", None)
+        return {
+            "bag": str(bag_path),
+            "checkpoint": str(self.cfg.checkpoint or _demo_checkpoint()),
+            "device": str(getattr(self.processor, "device", self.cfg.device)),
+            "classes": list(cls) if cls is not None else None,
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.cfg).items()},
+            "interrupted": interrupted,
+            "frames": frames,
+            "semantic": None if sem is None else {"miou": _finite(sem.miou), "accuracy": _finite(sem.accuracy),
+                                                  "classes": sem.to_dict()["classes"]},
+            "instance": None if inst is None else {
+                "ap": _finite(inst.ap), "ap50": _finite(inst.ap50), "ap25": _finite(inst.ap25),
+                "frames": self.evaluator.instance_frames, "min_region_size": self.cfg.min_region_size,
+                "classes": {n: d for n, d in inst.to_dict()["classes"].items() if any(v is not None for v in d.values())},
+            },
+            "latency_ms": _latency_summary(self.latency),
+            "wall_time_s": round(wall, 3),
+            "seconds_per_processed_frame": round(wall / processed, 4) if processed else None,
+            "outputs": {"bag": str(self.bag.path), "messages": dict(self.bag.counts),
+                        "frames_dir": str(self.frames_dir) if self.saved else None, "saved_frames": self.saved},
+            "_tables": {"semantic": sem.table() if sem is not None else None,
+                        "instance": inst.table() if inst is not None else None},
+        }
+
+
+def _demo_checkpoint() -> Path:
+    from bifusion_core.pipeline.processor import DEMO_CHECKPOINT
+
+    return DEMO_CHECKPOINT
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="replay", unit="frame", dynamic_ncols=True)
+
+
+def _redirect_logging(enabled: bool):
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
+
+
+def load_processor(cfg: ReplayConfig):
+    """``FrameProcessor.from_checkpoint`` for ``cfg`` (:class:`ReplayError` for a missing / invalid checkpoint)."""
+    from bifusion_core.pipeline import FrameProcessor
+
+    try:
+        return FrameProcessor.from_checkpoint(cfg.checkpoint or None, cfg.device, half=cfg.half,
+                                              classes=cfg.classes or None, voxel_size=cfg.voxel_size or None)
+    except (FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
+        raise ReplayError(str(exc)) from None
+
+
+def replay(cfg: ReplayConfig, processor=None) -> dict:
+    """Replay ``cfg.bag`` (see the module doc); returns the metrics also written to ``cfg.out/metrics.json``
+    (plus a ``_tables`` entry with the printable per-class tables, not written to the file).
+
+    Args:
+        processor: an object with ``process(Frame) -> FrameResult`` and ``class_names`` (default:
+            :func:`load_processor`). ``cfg.classes`` is applied to a given processor too.
+
+    Raises:
+        ReplayError: no such bag, a required topic is missing or has the wrong type, a bad checkpoint.
+    """
+    job = _Replay(cfg)
+    job.open()  # bag and topic errors come before the model is loaded
+    try:
+        if processor is None:
+            processor = load_processor(cfg)
+        elif cfg.classes:
+            processor.set_classes(list(cfg.classes))
+        metrics = job.run(processor)
+    finally:
+        job.close()
+    tables = metrics.pop("_tables")
+    out = Path(cfg.out) / "metrics.json"
+    out.write_text(json.dumps(metrics, indent=2))
+    metrics["_tables"] = tables
+    return metrics
+
+
+def format_metrics(metrics: dict, per_class: bool = True) -> str:
+    """A printable summary of :func:`replay`'s metrics: frame counts, scores, per-stage latency."""
+    f = metrics["frames"]
+    lines = ["", "=" * 64, "BiFusion replay", "=" * 64,
+             f"{'bag':<26}{metrics['bag']}",
+             f"{'frames':<26}{f['processed']} processed / {f['synchronised']} synchronised "
+             f"({f['colour_images']} colour images, {f['sync_dropped_colour']} unpaired)"]
+    reasons = {r: n for r, n in f["skipped_by_reason"].items() if n}
+    lines.append(f"{'skipped':<26}{f['skipped']}" + (" (" + ", ".join(f"{r} {n}" for r, n in reasons.items()) + ")"
+                                                     if reasons else ""))
+    if f["identity_pose"]:
+        lines.append(f"{'identity pose (no TF)':<26}{f['identity_pose']}")
+
+    def num(x) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    sem, inst = metrics.get("semantic"), metrics.get("instance")
+    lines.append("-" * 64)
+    if sem is None and inst is None:
+        lines.append("no ground truth scored (the bag has no /bifusion/gt/* images for the processed frames)")
+    else:
+        lines.append(f"{'frames scored':<26}{f['evaluated']}")
+        if sem is not None:
+            lines.append(f"{'semantic mIoU':<26}{num(sem['miou'])}   (point accuracy {num(sem['accuracy'])})")
+        if inst is not None:
+            lines.append(f"{'instance AP / AP50 / AP25':<26}{num(inst['ap'])} / {num(inst['ap50'])} / "
+                         f"{num(inst['ap25'])}   (per frame, min {inst['min_region_size']} points)")
+    tables = metrics.get("_tables") or {}
+    if per_class:
+        for key in ("semantic", "instance"):
+            if tables.get(key):
+                lines += ["-" * 64, tables[key]]
+    lat = metrics.get("latency_ms") or {}
+    if lat:
+        lines += ["-" * 64, f"{'latency (ms)':<26}{'mean':>9}{'p50':>9}{'p95':>9}{'max':>9}"]
+        order = ["convert", "tf", "process", "outputs", "save", "eval", "frame_total"]
+        stages = [s for s in order if s in lat] + sorted(s for s in lat if s not in order)
+        for s in stages:
+            v = lat[s]
+            name = ("  " + s) if s.startswith("model/") else s
+            lines.append(f"{name:<26}{v['mean']:>9.1f}{v['p50']:>9.1f}{v['p95']:>9.1f}{v['max']:>9.1f}")
+    spf = metrics.get("seconds_per_processed_frame")
+    lines += ["-" * 64, f"{'wall time':<26}{metrics['wall_time_s']:.1f} s"
+              + (f" ({spf:.3f} s per processed frame)" if spf else "")]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# CLI
+# -------------------------------------------------------------------------------------------------------------
+def build_parser(prog: str = "python -m bifusion_ros.replay") -> argparse.ArgumentParser:
+    """The replay CLI's argument parser."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bag", required=True, help="rosbag2 bag directory (sqlite3 or mcap storage)")
+    p.add_argument("--out", required=True, help="output directory: output_bag/, frames/, metrics.json")
+    g = p.add_argument_group("model")
+    g.add_argument("--checkpoint", help="model checkpoint (default: the shipped demo checkpoint)")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="inference device (default auto)")
+    g.add_argument("--half", action="store_true", help="half precision (CUDA only)")
+    g.add_argument("--classes", help="class names / prompts replacing the checkpoint's: 'a,b,c' or '[a, b, c]'")
+    g.add_argument("--voxel-size", type=float, default=0.0, help="override the checkpoint's voxel size (m; 0: keep)")
+    g.add_argument("--score-threshold", type=float, default=_P["score_threshold"],
+                   help=f"instances below it are left out of the published outputs (default {_P['score_threshold']})")
+    g = p.add_argument_group("topics and frames")
+    g.add_argument("--color-topic", default=_P["color_topic"], help="colour image topic (default %(default)s)")
+    g.add_argument("--depth-topic", default=_P["depth_topic"], help="aligned depth topic (default %(default)s)")
+    g.add_argument("--info-topic", default=_P["camera_info_topic"], help="camera info topic (default %(default)s)")
+    g.add_argument("--gt-semantic-topic", default=GT_SEMANTIC_TOPIC, help="ground-truth label-id images "
+                   "(16UC1; default %(default)s; absent: no scores)")
+    g.add_argument("--gt-instance-topic", default=GT_INSTANCE_TOPIC, help="ground-truth instance-id images "
+                   "(16UC1; default %(default)s)")
+    g.add_argument("--world-frame", default=_P["world_frame"], help="output frame (default %(default)s)")
+    g.add_argument("--camera-frame", default=_P["camera_frame"],
+                   help="camera frame for the TF lookup (default: the colour image's frame_id)")
+    g.add_argument("--on-missing-tf", default=_P["on_missing_tf"], choices=("skip", "identity"),
+                   help="without a pose: skip the frame (counted as missing_tf) or use the identity pose in the "
+                        "camera frame (default %(default)s)")
+    g.add_argument("--tf-timeout", type=float, default=_P["tf_timeout"],
+                   help="bag seconds a frame waits for its pose in /tf (default %(default)s)")
+    g.add_argument("--sync-slop", type=float, default=_P["sync_slop"],
+                   help="largest stamp spread of a colour/depth/info set, s (default %(default)s)")
+    g.add_argument("--sync-queue-size", type=int, default=_P["sync_queue_size"],
+                   help="synchroniser queue per input (default %(default)s)")
+    g.add_argument("--depth-scale", type=float, default=_P["depth_scale"],
+                   help="metres per 16UC1 depth unit (default %(default)s)")
+    g = p.add_argument_group("run and outputs")
+    g.add_argument("--max-frames", type=int, help="stop after N synchronised frames")
+    g.add_argument("--save-every", type=int, default=1,
+                   help="write PNG/PLY/JSON of every k-th processed frame to OUT/frames (0: none; default 1)")
+    g.add_argument("--min-region-size", type=int, default=100,
+                   help="smallest instance (points) counted by the instance AP (default 100)")
+    g.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="output bag storage (default mcap)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-class tables")
+    return p
+
+
+def setup_logging() -> None:
+    """Root logger at WARNING (third-party INFO chatter stays out), the ``bifusion`` loggers at INFO."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bifusion").setLevel(logging.INFO)
+
+
+def config_from_args(args: argparse.Namespace) -> ReplayConfig:
+    try:
+        classes = parse_string_list(args.classes) if args.classes else None
+    except ValueError as exc:
+        raise ReplayError(f"--classes: {exc}") from None
+    return ReplayConfig(
+        bag=args.bag, out=args.out, checkpoint=args.checkpoint, device=args.device, half=args.half, classes=classes,
+        color_topic=args.color_topic, depth_topic=args.depth_topic, info_topic=args.info_topic,
+        gt_semantic_topic=args.gt_semantic_topic, gt_instance_topic=args.gt_instance_topic,
+        world_frame=args.world_frame, camera_frame=args.camera_frame, on_missing_tf=args.on_missing_tf,
+        tf_timeout=args.tf_timeout, sync_slop=args.sync_slop, sync_queue_size=args.sync_queue_size,
+        depth_scale=args.depth_scale, score_threshold=args.score_threshold, voxel_size=args.voxel_size,
+        max_frames=args.max_frames, save_every=args.save_every, min_region_size=args.min_region_size,
+        storage=args.storage, progress=not args.quiet)
+
+
+def run(cfg: ReplayConfig, processor=None, per_class: bool = True) -> int:
+    """Replay, print the metrics table and the output locations; returns the exit status (see the module doc)."""
+    from rosbags.rosbag2.errors import ReaderError, WriterError
+
+    try:
+        metrics = replay(cfg, processor)
+    except (ReplayError, OSError, ReaderError, WriterError) as exc:  # unusable input or output location
+        log.error("%s", exc)
+        return 2
+    print(format_metrics(metrics, per_class=per_class))
+    out = metrics["outputs"]
+    print("-" * 64)
+    print(f"{'output bag':<26}{out['bag']}  ({', '.join(f'{t} {n}' for t, n in out['messages'].items()) or 'empty'})")
+    if out["frames_dir"]:
+        print(f"{'PNG / PLY per frame':<26}{out['frames_dir']}  ({len(out['saved_frames'])} frames)")
+    print(f"{'metrics':<26}{Path(cfg.out) / 'metrics.json'}")
+    if metrics["interrupted"]:
+        return 130
+    if metrics["frames"]["processed"] == 0:
+        log.error("no frame was processed (synchronised %d, skipped: %s)", metrics["frames"]["synchronised"],
+                  ", ".join(f"{r} {n}" for r, n in metrics["frames"]["skipped_by_reason"].items() if n) or "none")
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    """``bifusion_replay`` / ``python -m bifusion_ros.replay`` entry point."""
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        cfg = config_from_args(args)
+    except ReplayError as exc:
+        log.error("%s", exc)
+        return 2
+    return run(cfg, per_class=not args.quiet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Rosbag replay without ROS (bifusion_ros.replay) and the demo CLI.
+
+A 4-frame 160x120 synthetic recording (generator + bifusion_ros/synthetic_bag.py) is replayed end to end with a
+tiny random checkpoint; an oracle processor that answers with the ground truth checks the scoring (mIoU and AP
+of 1); copies of the bag without camera info or without TF check the errors and the skip counting.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+from bifusion_core.data.scannet.classes import SCANNET200
+from bifusion_core.data.synthetic import OBJECT_CLASSES, CameraConfig, SequenceConfig, SyntheticSequence
+from bifusion_core.data.synthetic.__main__ import main as synth_main
+from bifusion_ros.convert import cloud_to_numpy, image_to_numpy
+from bifusion_ros.interfaces import typestore
+from bifusion_ros.params import SKIP_REASONS
+from bifusion_ros.replay import OUTPUT_TOPICS, ReplayConfig, main, replay, run
+from bifusion_ros.synthetic_bag import OPTICAL_FRAME, TOPIC_COLOR_INFO, TOPIC_DEPTH_INFO, TOPIC_TF, TOPIC_TF_STATIC
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED, FRAMES, W, H = 7, 4, 160, 120
+CAM = CameraConfig(width=W, height=H, fx=615 / 4, fy=615 / 4, cx=80, cy=60)  # what the generator CLI makes
+CLASSES = ["wall", "floor", "ceiling", *OBJECT_CLASSES]
+OUTPUT_TYPES = {OUTPUT_TOPICS["cloud"]: "sensor_msgs/msg/PointCloud2",
+                OUTPUT_TOPICS["markers"]: "visualization_msgs/msg/MarkerArray",
+                OUTPUT_TOPICS["instances"]: "bifusion_ros/msg/InstanceArray",
+                OUTPUT_TOPICS["alpha"]: "sensor_msgs/msg/Image"}
+
+
+def read_bag(path):
+    store = typestore()
+    with Reader(Path(path)) as reader:
+        types = {c.topic: c.msgtype for c in reader.connections}
+        msgs: dict[str, list] = {t: [] for t in types}
+        for c, t, raw in reader.messages():
+            msgs[c.topic].append((t, store.deserialize_cdr(raw, c.msgtype)))
+    return types, msgs
+
+
+def copy_bag(src, dst, drop=()):
+    """``src`` without the ``drop`` topics, as a sqlite3 bag (so that both storages are read)."""
+    store = typestore()
+    with Reader(Path(src)) as reader, Writer(Path(dst), version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store)
+                 for c in reader.connections if c.topic not in drop}
+        for c, t, raw in reader.messages():
+            if c.id in conns:
+                writer.write(conns[c.id], t, raw)
+    return Path(dst)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rec")
+    assert synth_main(["--out", str(out / "synth"), "--frames", str(FRAMES), "--seed", str(SEED), "--width", str(W),
+                       "--height", str(H), "--loop", "0.25", "--no-cloud", "--bag", str(out / "rec.mcap"), "-q"]) == 0
+    return out / "rec"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import torch
+
+    from bifusion_core.models.bifusion import BiFusionModel
+    from bifusion_core.models.checkpoint import save_checkpoint
+    from bifusion_core.models.presets import tiny_config
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, BiFusionModel(tiny_config(CLASSES)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def processor(checkpoint):
+    from bifusion_core.pipeline import FrameProcessor
+
+    return FrameProcessor.from_checkpoint(checkpoint, "cpu")
+
+
+@pytest.fixture(scope="module")
+def replayed(recording, checkpoint, tmp_path_factory):
+    """The CLI end to end (model loaded from the checkpoint), MCAP input, every 2nd frame saved."""
+    out = tmp_path_factory.mktemp("out")
+    rc = main(["--bag", str(recording), "--out", str(out), "--checkpoint", str(checkpoint), "--device", "cpu",
+               "--save-every", "2", "--min-region-size", "20", "-q"])
+    return rc, out
+
+
+def test_replay_end_to_end(replayed):
+    rc, out = replayed
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    f = m["frames"]
+    assert (f["colour_images"], f["synchronised"], f["processed"], f["skipped"]) == (FRAMES, FRAMES, FRAMES, 0)
+    assert f["sync_dropped_colour"] == 0 and set(f["skipped_by_reason"]) == set(SKIP_REASONS)
+    assert f["evaluated"] == FRAMES and f["without_gt"] == 0
+    for value in (m["semantic"]["miou"], m["semantic"]["accuracy"], m["instance"]["ap"], m["instance"]["ap50"],
+                  m["instance"]["ap25"]):
+        assert value is not None and np.isfinite(value) and 0.0 <= value <= 1.0
+    assert m["instance"]["frames"] == FRAMES and m["classes"] == CLASSES
+    lat = m["latency_ms"]
+    for stage in ("convert", "tf", "process", "outputs", "save", "eval", "frame_total", "model/total"):
+        assert set(lat[stage]) == {"mean", "p50", "p95", "max", "n"} and np.isfinite(lat[stage]["p95"])
+    assert lat["process"]["n"] == FRAMES and lat["save"]["n"] == 2
+    assert m["seconds_per_processed_frame"] > 0
+    # per-frame outputs of frames 0 and 2
+    assert m["outputs"]["saved_frames"] == ["frame_00000", "frame_00002"]
+    for name in ("frame_00000.ply", "frame_00000_labels.png", "frame_00002_alpha.png", "frame_00002_instances.json"):
+        assert (out / "frames" / name).stat().st_size > 0
+
+
+def test_output_bag_holds_what_the_node_publishes(replayed, recording):
+    _, out = replayed
+    types, msgs = read_bag(out / "output_bag")
+    assert types == OUTPUT_TYPES
+    assert {t: len(v) for t, v in msgs.items()} == {t: FRAMES for t in OUTPUT_TYPES}
+    _, inputs = read_bag(recording)
+    colour_stamps = [t for t, _ in inputs["/camera/camera/color/image_raw"]]
+    seq = SyntheticSequence(SEED, SequenceConfig(n_frames=FRAMES, loop_fraction=0.25, camera=CAM))
+    for i, (t, cloud) in enumerate(msgs[OUTPUT_TOPICS["cloud"]]):
+        stamp = cloud.header.stamp.sec * 10**9 + cloud.header.stamp.nanosec
+        assert stamp == colour_stamps[i] and t >= stamp and cloud.header.frame_id == "map"
+        pts = cloud_to_numpy(cloud)
+        assert list(pts.dtype.names) == ["x", "y", "z", "rgb", "label", "instance", "score", "alpha"]
+        # the points are in map: taken back into the camera with the true pose they lie in front of it, in view
+        xyz = np.stack([pts["x"], pts["y"], pts["z"], np.ones(len(pts))], 1).astype(np.float64)
+        cam = (np.linalg.inv(seq.poses[i]) @ xyz.T).T
+        assert len(pts) > 100 and (cam[:, 2] > 0.05).all()
+        u, v = CAM.fx * cam[:, 0] / cam[:, 2] + CAM.cx, CAM.fy * cam[:, 1] / cam[:, 2] + CAM.cy
+        assert (u > -1).all() and (u < W + 1).all() and (v > -1).all() and (v < H + 1).all()
+    for (_, markers), (_, instances) in zip(msgs[OUTPUT_TOPICS["markers"]], msgs[OUTPUT_TOPICS["instances"]]):
+        assert markers.markers[0].action == 3  # DELETEALL first, as the node publishes
+        assert instances.header.frame_id == "map"
+    _, alpha = msgs[OUTPUT_TOPICS["alpha"]][0]
+    assert (alpha.encoding, alpha.width, alpha.height, alpha.header.frame_id) == ("32FC1", W, H, OPTICAL_FRAME)
+    a = image_to_numpy(alpha, zero_is_invalid=False)
+    assert np.isfinite(a).any() and np.nanmax(a) <= 1.0
+
+
+class Oracle:
+    """A processor answering with the recording's ground truth (every 4th pixel), to check the scoring."""
+
+    def __init__(self):
+        from bifusion_core.train.data import class_lookup
+
+        self.class_names = list(CLASSES)
+        self.lut = class_lookup(CLASSES)
+        self.seq = SyntheticSequence(SEED, SequenceConfig(n_frames=FRAMES, loop_fraction=0.25, camera=CAM))
+
+    def process(self, frame):
+        import torch
+
+        from bifusion_core.models.postprocess import Instance
+        from bifusion_core.pipeline.types import FrameResult
+
+        i = int(np.flatnonzero(np.abs(self.seq.stamps_ns - round(frame.stamp * 1e9)) < 1000)[0])
+        r = self.seq.render(i)
+        valid = np.zeros(frame.depth.shape, bool)
+        valid[::4, ::4] = np.isfinite(frame.depth[::4, ::4])
+        v, u = np.nonzero(valid)
+        fx, fy, cx, cy = frame.intrinsics
+        z = frame.depth[v, u].astype(np.float64)
+        pts = np.stack([(u - cx) * z / fx, (v - cy) * z / fy, z, np.ones_like(z)], 1) @ frame.pose.T
+        ids = r.semantic[v, u].astype(np.int64)
+        semantic = np.where(self.lut[ids] >= 0, self.lut[ids], -1)
+        inst_gt = r.instance[v, u].astype(np.int64)
+        instances, instance = [], np.zeros(len(u), np.int64)
+        for k, gid in enumerate(np.unique(inst_gt[(inst_gt > 0) & (semantic >= 0)]), start=1):
+            idx = np.flatnonzero(inst_gt == gid)
+            cls = int(np.bincount(semantic[idx][semantic[idx] >= 0]).argmax())
+            p = pts[idx, :3]
+            instances.append(Instance(k, cls, CLASSES[cls], 0.9, torch.from_numpy(idx), torch.from_numpy(p.mean(0)),
+                                      torch.from_numpy(p.max(0) - p.min(0))))
+            instance[idx] = k
+        n = len(u)
+        return FrameResult(points=pts[:, :3].astype(np.float32), colours=frame.rgb[v, u],
+                           semantic=semantic, instance=instance, score=np.ones(n, np.float32),
+                           alpha=np.full(n, 0.5, np.float32), pixels=np.stack([u, v], 1), instances=instances,
+                           class_names=list(CLASSES), stamp=frame.stamp, frame_id=frame.frame_id,
+                           timings={"total": 0.0}, alpha_image=np.full(frame.depth.shape, 0.5, np.float32))
+
+
+def test_scores_of_a_perfect_prediction_are_one(recording, tmp_path):
+    m = replay(ReplayConfig(bag=recording, out=tmp_path, save_every=0, min_region_size=20, progress=False),
+               processor=Oracle())
+    assert m["frames"]["evaluated"] == FRAMES
+    assert m["semantic"]["miou"] == pytest.approx(1.0) and m["semantic"]["accuracy"] == pytest.approx(1.0)
+    assert (m["instance"]["ap"], m["instance"]["ap50"], m["instance"]["ap25"]) == pytest.approx((1.0, 1.0, 1.0))
+    scored = {name for name, d in m["semantic"]["classes"].items() if d["iou"] is not None}
+    present = {SCANNET200.id_to_name[i] for i in np.unique(Oracle().seq.render(0).semantic) if i}
+    assert present & set(CLASSES) <= scored and len(m["instance"]["classes"]) >= 2
+    assert json.loads((tmp_path / "metrics.json").read_text())["semantic"]["miou"] == pytest.approx(1.0)
+
+
+def test_a_bag_without_camera_info_is_refused_with_its_topics(recording, tmp_path, caplog):
+    bag = copy_bag(recording, tmp_path / "no_info", drop=(TOPIC_DEPTH_INFO,))
+    assert main(["--bag", str(bag), "--out", str(tmp_path / "out"), "--checkpoint", "unused.pt", "-q"]) == 2
+    text = caplog.text
+    assert f"no camera info topic {TOPIC_DEPTH_INFO!r}" in text
+    assert TOPIC_COLOR_INFO in text and "/camera/camera/color/image_raw" in text and TOPIC_TF in text
+    assert "Traceback" not in text and not (tmp_path / "out").exists()
+
+
+def test_missing_tf_is_skipped_and_counted_or_replaced_by_the_identity(recording, processor, tmp_path, caplog):
+    bag = copy_bag(recording, tmp_path / "no_tf", drop=(TOPIC_TF, TOPIC_TF_STATIC))
+    cfg = ReplayConfig(bag=bag, out=tmp_path / "skip", save_every=0, progress=False)
+    assert run(cfg, processor) == 1  # nothing processed
+    m = json.loads((tmp_path / "skip" / "metrics.json").read_text())["frames"]
+    assert m["skipped_by_reason"]["missing_tf"] == FRAMES and m["skipped"] == FRAMES and m["processed"] == 0
+    assert "neither /tf nor /tf_static" in caplog.text and "'map' <- 'camera_color_optical_frame'" in caplog.text
+    types, msgs = read_bag(tmp_path / "skip" / "output_bag")
+    assert types == OUTPUT_TYPES and all(not v for v in msgs.values())
+
+    cfg = ReplayConfig(bag=bag, out=tmp_path / "identity", on_missing_tf="identity", max_frames=2, save_every=0,
+                       progress=False)
+    assert run(cfg, processor) == 0
+    m = json.loads((tmp_path / "identity" / "metrics.json").read_text())["frames"]
+    assert (m["processed"], m["identity_pose"], m["skipped"], m["synchronised"]) == (2, 2, 0, 2)
+    _, msgs = read_bag(tmp_path / "identity" / "output_bag")
+    clouds = msgs[OUTPUT_TOPICS["cloud"]]
+    assert len(clouds) == 2 and clouds[0][1].header.frame_id == OPTICAL_FRAME
+    assert (cloud_to_numpy(clouds[0][1])["z"] > 0).all()  # camera frame: z forward
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_a_missing_bag_is_exit_code_2_without_traceback(tmp_path):
+    proc = _cli("-m", "bifusion_ros.replay", "--bag", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "bag not found" in proc.stderr and str(tmp_path / "nope") in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("module", ["bifusion_ros.demo", "bifusion_ros.replay"])
+def test_help(module):
+    proc = _cli("-m", module, "--help")
+    assert proc.returncode == 0 and "usage: python -m " + module in proc.stdout
+    assert ("--frames" if module.endswith("demo") else "--on-missing-tf") in proc.stdout
