@@ -345,42 +345,33 @@ class TransformBuffer:
                     target, source, ns / _NS,
                 )
 
+    def _chain_up(self, start: str, target: str, source: str):
+        """Yield ``(frame, newest common stamp of the edges walked so far)`` from ``start`` up to the root."""
+        frame, common = start, math.inf
+        for _ in range(_MAX_DEPTH):
+            yield frame, common
+            edge = self._edges.get(frame)
+            if edge is None:
+                return
+            latest, parent = edge.latest()
+            if parent is None:
+                return
+            if latest:
+                common = min(common, latest)
+            frame = parent
+        raise TransformError(f"the tf tree contains a loop above {start!r}", target, source, 0.0)
+
     def _latest_common_ns(self, target: str, source: str) -> int:
         """tf2 ``getLatestCommonTime`` (uses each edge's newest parent)."""
-        inf = math.inf
         src_min: dict[str, float] = {}
-        frame, common = source, inf
-        for _ in range(_MAX_DEPTH):
+        for frame, common in self._chain_up(source, target, source):
             src_min[frame] = common
             if frame == target:
-                return 0 if common == inf else int(common)
-            edge = self._edges.get(frame)
-            if edge is None:
-                break
-            latest, parent = edge.latest()
-            if parent is None:
-                break
-            if latest:
-                common = min(common, latest)
-            frame = parent
-        else:
-            raise TransformError(f"the tf tree contains a loop above {source!r}", target, source, 0.0)
-        frame, common = target, inf
-        for _ in range(_MAX_DEPTH):
+                return 0 if common == math.inf else int(common)
+        for frame, common in self._chain_up(target, target, source):
             if frame in src_min:
                 common = min(common, src_min[frame])
-                return 0 if common == inf else int(common)
-            edge = self._edges.get(frame)
-            if edge is None:
-                break
-            latest, parent = edge.latest()
-            if parent is None:
-                break
-            if latest:
-                common = min(common, latest)
-            frame = parent
-        else:
-            raise TransformError(f"the tf tree contains a loop above {target!r}", target, source, 0.0)
+                return 0 if common == math.inf else int(common)
         raise ConnectivityError(self._connectivity_message(target, source), target, source, 0.0)
 
     @staticmethod
