@@ -304,3 +304,21 @@ def main() -> None:  # pragma: no cover - trivial
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def bifusion_overrides(arg) -> dict:
+    """Node parameters given as launch arguments (``arg(name)`` -> the argument's string, empty when not
+    given), validated; used by the launch files."""
+    out = {}
+    for name in ("checkpoint", "device", "world_frame"):
+        if arg(name):
+            out[name] = arg(name)
+    if arg("half"):
+        out["half"] = parse_bool(arg("half"))
+    if arg("classes"):
+        out["classes"] = parse_string_list(arg("classes"))
+    for name, value in out.items():
+        err = validate(name, value)
+        if err:
+            raise ValueError(f"launch argument {name}: {err}")
+    return out

@@ -25,7 +25,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from bifusion_ros.params import NODE_NAME, defaults, parse_bool, parse_string_list, validate
+from bifusion_ros.params import NODE_NAME, bifusion_overrides, defaults, parse_bool
 
 PACKAGE = "bifusion_ros"
 
@@ -53,23 +53,6 @@ ARGUMENTS = (
     ("publish_map_tf", "true", "publish an identity world_frame -> camera_link transform (no SLAM running)"),
     ("rviz", "false", "start RViz2 with config/bifusion.rviz"),
 )
-
-
-def bifusion_overrides(arg) -> dict:
-    """Node parameters given on the command line (``arg(name)`` -> the launch argument's string)."""
-    out = {}
-    for name in ("checkpoint", "device", "world_frame"):
-        if arg(name):
-            out[name] = arg(name)
-    if arg("half"):
-        out["half"] = parse_bool(arg("half"))
-    if arg("classes"):
-        out["classes"] = parse_string_list(arg("classes"))
-    for name, value in out.items():
-        err = validate(name, value)
-        if err:
-            raise ValueError(f"launch argument {name}: {err}")
-    return out
 
 
 def _setup(context, *args, **kwargs):

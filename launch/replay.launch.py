@@ -16,7 +16,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from bifusion_ros.params import NODE_NAME, defaults, parse_bool, parse_string_list, validate
+from bifusion_ros.params import NODE_NAME, bifusion_overrides, defaults, parse_bool
 
 PACKAGE = "bifusion_ros"
 
@@ -33,30 +33,13 @@ ARGUMENTS = (
 )
 
 
-def bifusion_overrides(arg) -> dict:
-    """Node parameters given on the command line, plus ``use_sim_time`` (the bag's clock)."""
-    out = {"use_sim_time": True}
-    for name in ("checkpoint", "device", "world_frame"):
-        if arg(name):
-            out[name] = arg(name)
-    if arg("half"):
-        out["half"] = parse_bool(arg("half"))
-    if arg("classes"):
-        out["classes"] = parse_string_list(arg("classes"))
-    for name, value in out.items():
-        err = None if name == "use_sim_time" else validate(name, value)
-        if err:
-            raise ValueError(f"launch argument {name}: {err}")
-    return out
-
-
 def _setup(context, *args, **kwargs):
     def arg(name):
         return LaunchConfiguration(name).perform(context).strip()
 
     share = get_package_share_directory(PACKAGE)
     params_file = arg("params_file") or os.path.join(share, "config", "realsense.yaml")
-    overrides = bifusion_overrides(arg)
+    overrides = {"use_sim_time": True, **bifusion_overrides(arg)}  # the bag's clock
     rate = float(arg("rate"))
     if not rate > 0:
         raise ValueError(f"launch argument rate must be > 0, got {rate}")

@@ -316,3 +316,15 @@ def test_launch_argument_parsers_and_topic_resolution():
     assert P.resolve_topic("~/cloud", "b", "/robot") == "/robot/b/cloud"
     assert P.resolve_topic("cloud", "b", "robot") == "/robot/cloud"
     assert P.resolve_topic("/abs") == "/abs"
+
+
+def test_launch_argument_overrides_are_parsed_and_validated():
+    import pytest
+
+    from bifusion_ros.params import bifusion_overrides
+
+    given = {"device": "cpu", "half": "true", "classes": "[chair, table]"}
+    out = bifusion_overrides(lambda name: given.get(name, ""))
+    assert out == {"device": "cpu", "half": True, "classes": ["chair", "table"]}
+    with pytest.raises(ValueError, match="launch argument device"):
+        bifusion_overrides(lambda name: {"device": "tpu"}.get(name, ""))
