@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.bifusion import BiFusionModel, StageTimer, frames_to_input
+from ..io.render import splat
+from ..models.bifusion import BiFusionModel, StageTimer, batch_superpoints, frames_to_input
 from ..models.checkpoint import load_model
 from .types import Frame, FrameResult
 
@@ -75,8 +76,6 @@ class FrameProcessor:
         with timer("backproject"):
             inp = frames_to_input([(frame.rgb, frame.depth, frame.intrinsics, frame.pose)], cfg.frame)
         with timer("superpoints"):
-            from ..models.bifusion import batch_superpoints
-
             inp.superpoints = batch_superpoints(inp.points, inp.colours, inp.batch, cfg.superpoints)
         inp = inp.to(self.device)
         amp = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
@@ -89,13 +88,8 @@ class FrameProcessor:
         instance[instance < 0] = 0
         alpha = out.enc.alpha.float().squeeze(1).cpu().numpy()
         pixels = inp.pixels.cpu().numpy()
-        h, w = frame.rgb.shape[:2]
-        alpha_img = np.full((h, w), np.nan, np.float32)
-        s = cfg.frame.stride
-        for dv in range(s):  # fill each sampled pixel's stride x stride block
-            for du in range(s):
-                u, v = np.minimum(pixels[:, 0] + du, w - 1), np.minimum(pixels[:, 1] + dv, h - 1)
-                alpha_img[v, u] = alpha
+        # alpha over the image: each sampled pixel's stride x stride block
+        alpha_img = splat(pixels, alpha.astype(np.float32), frame.rgb.shape[:2], cfg.frame.stride, fill=np.nan)
         timer.times["total"] = time.perf_counter() - t_all
         return FrameResult(
             points=pts.astype(np.float32),
