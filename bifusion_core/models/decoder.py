@@ -170,11 +170,23 @@ class QueryDecoder(nn.Module):
 
 
 class SemanticHead(nn.Module):
-    """Per-point semantic logits ``(N, C)`` from fused features ``(N, in_dim)``: learned or open vocabulary."""
+    """Per-point semantic logits ``(N, C)`` from unit-norm fused features ``(N, in_dim)``.
+
+    Both label spaces score by cosine similarity divided by the temperature, as the fused space is meant to
+    be compared with text: open vocabulary against ``(C, E)`` text embeddings, a fixed label set against
+    ``(C, in_dim)`` learned class prototypes. (A plain linear layer on unit-norm inputs starts with logits of
+    about +-0.06 and needs hundreds of steps just to grow its weights; prototypes start at full scale.)"""
 
     def __init__(self, in_dim: int, num_classes: int, open_vocab: bool, temperature: float = 0.07):
         super().__init__()
-        self.head = ClassHead(in_dim, num_classes, open_vocab, temperature)
+        self.open_vocab = open_vocab
+        self.temperature = temperature
+        if open_vocab:
+            self.head = ClassHead(in_dim, num_classes, open_vocab, temperature)
+        else:
+            self.prototypes = nn.Parameter(F.normalize(torch.randn(num_classes, in_dim), dim=1))
 
     def forward(self, feats: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(feats, text)
+        if self.open_vocab:
+            return self.head(feats, text)
+        return F.normalize(feats, dim=-1) @ F.normalize(self.prototypes, dim=-1).t() / self.temperature

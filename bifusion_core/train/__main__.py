@@ -34,6 +34,11 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, CheckpointError, NonFiniteLoss) as exc:
         logging.getLogger("bifusion.train").error("%s", exc)
         return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     if summary:
         v = summary.get("val") or {}
         print(f"done: {summary['steps']} steps in {summary['seconds']:.0f} s; validation mIoU {v.get('miou', float('nan')):.3f} "

@@ -32,6 +32,10 @@ class DataConfig:
         width / height: synthetic render size (intrinsics scale with it).
         batch_size: frames per batch (the design: 8 scene crops).
         yaw / scale / colour_jitter: augmentation (random rotation about world z, uniform scale, brightness).
+        crop_size: when set, each sample is a ``crop_size`` x ``crop_size`` metre square (all heights, world xy)
+            of its frame's points around a random point (the design's "scene crops"; the image stays whole, so
+            every kept point keeps its pixel and 2D feature). ``None``: whole frames, as the node sees them.
+        crop_min_points: a crop centre is redrawn (up to 10 times) while the crop has fewer points.
     """
 
     source: str = "synthetic"
@@ -49,6 +53,8 @@ class DataConfig:
     yaw: bool = True
     scale: tuple[float, float] = (0.9, 1.1)
     colour_jitter: float = 0.1
+    crop_size: float | None = None
+    crop_min_points: int = 500
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "scannet"):
@@ -57,6 +63,8 @@ class DataConfig:
             raise ValueError("data.source 'scannet' needs data.root (exported ScanNet frames)")
         if min(self.scenes, self.frames_per_scene, self.batch_size) < 1 or self.val_scenes < 0:
             raise ValueError("scenes, frames_per_scene and batch_size must be >= 1 (val_scenes >= 0)")
+        if self.crop_size is not None and not self.crop_size > 0:
+            raise ValueError(f"data.crop_size must be positive metres or null, got {self.crop_size}")
         self.scale = tuple(self.scale)
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale range must be 0 < lo <= hi, got {self.scale}")
@@ -146,9 +154,44 @@ class Batch:
     frames: list[RGBDFrame] = field(default_factory=list)
 
 
-def make_batch(frames: list[RGBDFrame], model_cfg: BiFusionConfig, lut: np.ndarray, stuff: tuple[int, ...]) -> Batch:
-    """Frames -> encoder input (with superpoints) and per-point targets read at each point's pixel."""
+def crop_keep(points: np.ndarray, batch: np.ndarray, size: float, rng: np.random.Generator,
+              min_points: int = 0, attempts: int = 10) -> np.ndarray:
+    """``(N,)`` bool: per sample, the points in a ``size`` x ``size`` xy square (all z) centred on a random
+    point of that sample; the centre is redrawn while fewer than ``min_points`` fall inside (the fullest of
+    ``attempts`` draws is kept)."""
+    keep = np.zeros(len(points), bool)
+    half = size / 2
+    for b in np.unique(batch):
+        idx = np.nonzero(batch == b)[0]
+        xy = points[idx, :2]
+        best = None
+        for _ in range(attempts):
+            c = xy[rng.integers(len(idx))]
+            inside = np.all(np.abs(xy - c) <= half, axis=1)
+            if best is None or inside.sum() > best.sum():
+                best = inside
+            if best.sum() >= min_points:
+                break
+        keep[idx[best]] = True
+    return keep
+
+
+def select_points(inp: EncoderInput, keep: torch.Tensor) -> EncoderInput:
+    """The per-point fields of ``inp`` restricted to ``keep`` (images and poses unchanged)."""
+    per_point = ("points", "colours", "uv", "valid", "batch", "superpoints", "pixels")
+    kw = {k: (v[keep] if k in per_point and v is not None else v) for k, v in inp.__dict__.items()}
+    return EncoderInput(**kw)
+
+
+def make_batch(frames: list[RGBDFrame], model_cfg: BiFusionConfig, lut: np.ndarray, stuff: tuple[int, ...],
+               crop: tuple[float, int, np.random.Generator] | None = None) -> Batch:
+    """Frames -> encoder input (with superpoints) and per-point targets read at each point's pixel.
+    ``crop = (size, min_points, rng)`` cuts each sample to a square crop first (see :func:`crop_keep`)."""
     inp = frames_to_input([(f.rgb, f.depth, intrinsics_tuple(f.intrinsics), f.pose) for f in frames], model_cfg.frame)
+    if crop is not None:
+        size, min_points, rng = crop
+        keep = crop_keep(inp.points.numpy(), inp.batch.numpy(), size, rng, min_points)
+        inp = select_points(inp, torch.from_numpy(keep))
     inp.superpoints = batch_superpoints(inp.points, inp.colours, inp.batch, model_cfg.superpoints)
     sem, inst = [], []
     for b, f in enumerate(frames):
@@ -179,4 +222,7 @@ class BatchSampler:
         frames = [self.pool.get(int(i)) for i in idx]
         if augment_frames:
             frames = [augment(f, rng, self.cfg) for f in frames]
-        return make_batch(frames, self.model_cfg, self.lut, self.stuff)
+        crop = None
+        if self.cfg.crop_size is not None and augment_frames:  # validation sees whole frames, as the node does
+            crop = (self.cfg.crop_size, self.cfg.crop_min_points, rng)
+        return make_batch(frames, self.model_cfg, self.lut, self.stuff, crop)

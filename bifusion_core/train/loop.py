@@ -108,6 +108,10 @@ class Trainer:
         self.skipped = 0
         self.ddp = None
         if self.world > 1:
+            # DDP synchronises the parameters that require grad when it is built: every parameter any stage
+            # trains (apply_stage toggles them per step; unused ones are found each step and keep no grad)
+            for p in params:
+                p.requires_grad_(True)
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
@@ -137,6 +141,13 @@ class Trainer:
         self.skipped = int(st.get("skipped", 0))
         log.info("resumed from %s at step %d", path, self.step)
 
+    def _all_ranks_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every rank (ranks must skip a step together or DDP deadlocks)."""
+        ok = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        if self.world > 1:
+            torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+        return bool(ok.item() > 0)
+
     # -- one step -------------------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
@@ -154,10 +165,13 @@ class Trainer:
             terms = self.criterion(out, inp, batch.targets, progress=self.step / max(1, self.total))
         loss = terms["total"]
         self.optim.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if not self._all_ranks_finite(loss):
+            if self.ddp is not None:  # DDP expects a backward after each forward; these gradients are discarded
+                loss.backward()
+                self.optim.zero_grad(set_to_none=True)
             self.bad_steps += 1
             self.skipped += 1
-            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+            bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["on another rank"]
             with torch.no_grad():
                 for k, b in self.model.named_buffers():
                     b.copy_(buffers[k])
