@@ -1,4 +1,5 @@
 """Query decoder shapes, matcher and post-processing on hand cases, open vocabulary."""
+import pytest
 import torch
 
 from bifusion_core.losses.matcher import hungarian_match
@@ -127,3 +128,28 @@ def test_unconfident_superpoints_take_nearest_confident_label():
     assert (seg.semantic[sp_ids == 1] == 2).all()
     assert (seg.semantic[sp_ids == 3] == -1).all()  # speck at ~3, no confident neighbour within 0.5 m
     assert seg.instances == [] and (seg.instance == -1).all()
+
+
+def test_instance_class_from_mask_pooled_semantics():
+    sp_ids, pts, centres = _two_objects()
+    B = 8.0
+    mask_logits = torch.tensor([[B, B, -B, -B], [-B, -B, B, -B]])
+    class_logits = torch.full((2, 3), -4.0)
+    class_logits[:, 0] = 4.0  # the decoder says "chair" for both
+    obj = torch.full((2,), 4.0)
+    sem_logits = torch.zeros(len(sp_ids), 2)
+    sem_logits[sp_ids <= 1, 0] = 3.0   # points of the first mask: chair
+    sem_logits[sp_ids == 2, 1] = 3.0   # points of the second: table
+    run = lambda how: postprocess(class_logits, mask_logits, obj, sem_logits, sp_ids, centres, pts,
+                                  ["chair", "table"], PostprocessConfig(min_points=10, instance_class=how))
+    assert [i.class_name for i in run("query").instances] == ["chair", "chair"]
+    sem = run("semantic").instances
+    assert [i.class_name for i in sem] == ["chair", "table"]
+    p_table = float(torch.softmax(torch.tensor([0.0, 3.0]), 0)[1])  # every point of mask 2 has this
+    expected = p_table * float(torch.sigmoid(obj[1]) * torch.sigmoid(torch.tensor(B)))
+    assert abs(sem[1].score - expected) < 1e-5
+    q = float(torch.softmax(class_logits[1], 0)[0])
+    mean = run("mean").instances  # mask 2: chair 0.5 (q + (1 - p_table)) vs table 0.5 p_table
+    assert mean[1].class_name == ("chair" if q + (1 - p_table) > p_table else "table")
+    with pytest.raises(ValueError, match="instance_class"):
+        PostprocessConfig(instance_class="vote")

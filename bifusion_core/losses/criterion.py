@@ -85,7 +85,7 @@ class BiFusionCriterion:
         "no object"), 0.6 BCE + 0.4 Dice masks, BCE objectness, after Hungarian matching."""
         c = self.cfg
         labels, gt_masks, sizes = labels.to(cls.device), gt_masks.to(cls.device), sizes.to(cls.device)
-        qi, gi = hungarian_match(cls, masks, labels, gt_masks, c.matcher, sizes)
+        qi, gi = hungarian_match(cls, masks, labels, gt_masks, c.matcher, sizes, n_seed_queries=masks.shape[1])
         qi, gi = qi.to(cls.device), gi.to(cls.device)
         no_obj = cls.shape[1] - 1
         target = torch.full((cls.shape[0],), no_obj, dtype=torch.int64, device=cls.device)

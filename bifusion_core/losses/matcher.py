@@ -11,9 +11,15 @@ from scipy.optimize import linear_sum_assignment
 
 @dataclass
 class MatcherConfig:
+    """Weights of the matching cost terms. ``cost_seed`` prefers, for each instance, a superpoint query whose
+    own superpoint lies inside it (cost ``1 - fraction of that superpoint in the instance``; learnable queries
+    pay the full weight): superpoint queries then learn the instance they seed, as in ESAM/OneFormer3D,
+    instead of a few learnable queries taking every match."""
+
     cost_class: float = 1.0
     cost_bce: float = 1.0
     cost_dice: float = 1.0
+    cost_seed: float = 1.0
 
 
 def dice_cost(pred_logits: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,12 +46,14 @@ def bce_cost(pred_logits: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor |
 @torch.no_grad()
 def hungarian_match(class_logits: torch.Tensor, mask_logits: torch.Tensor, gt_labels: torch.Tensor,
                     gt_masks: torch.Tensor, cfg: MatcherConfig | None = None,
-                    sp_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    sp_weight: torch.Tensor | None = None, n_seed_queries: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimal one-to-one assignment for one sample.
 
     Args:
         class_logits: ``(Q, C+1)``; mask_logits: ``(Q, S)``; gt_labels: ``(G,)`` in ``0..C-1``;
         gt_masks: ``(G, S)`` float in [0, 1]; sp_weight: optional ``(S,)`` points per superpoint.
+        n_seed_queries: the first ``n_seed_queries`` queries are seeded by superpoints ``0..n-1`` (the seed
+            cost applies when it is > 0).
 
     Returns:
         (query indices, gt indices), both ``(min(Q, G),)`` int64, sorted by query index.
@@ -58,6 +66,10 @@ def hungarian_match(class_logits: torch.Tensor, mask_logits: torch.Tensor, gt_la
     cost = -cfg.cost_class * prob[:, gt_labels]
     m, g = mask_logits.float(), gt_masks.float()
     cost = cost + cfg.cost_bce * bce_cost(m, g, sp_weight) + cfg.cost_dice * dice_cost(m, g, sp_weight)
+    if cfg.cost_seed and n_seed_queries:
+        inside = torch.zeros_like(cost)
+        inside[:n_seed_queries] = g[:, :n_seed_queries].t()
+        cost = cost + cfg.cost_seed * (1 - inside)
     cost = torch.nan_to_num(cost, nan=1e6, posinf=1e6, neginf=-1e6).cpu().numpy()
     qi, gi = linear_sum_assignment(cost)
     order = np.argsort(qi)

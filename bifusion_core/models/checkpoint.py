@@ -65,7 +65,14 @@ def load_model(path, device: str | torch.device = "cpu", config_overrides: dict 
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid config: {exc}") from exc
     model = BiFusionModel(cfg)
-    sd = data["model"]
+    load_weights(model, data["model"], path)
+    model.class_names = [str(c) for c in data["class_names"]]
+    return model.to(device).eval(), data
+
+
+def load_weights(model: BiFusionModel, sd: dict, path="checkpoint") -> None:
+    """Load a checkpoint's weights, which must fit the model exactly (a frozen pretrained CLIP tower may be
+    absent: it comes from its own weights file). Raises :class:`CheckpointError` naming what does not fit."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd and (not k.startswith("encoder.clip.clip.") or ".lora_" in k)]
     unexpected = [k for k in sd if k not in own]
@@ -74,8 +81,6 @@ def load_model(path, device: str | torch.device = "cpu", config_overrides: dict 
         raise CheckpointError(f"{path}: weights do not fit the config: missing {missing[:5]}, unexpected "
                               f"{unexpected[:5]}, wrong shape {bad_shape[:5]}")
     model.load_state_dict(sd, strict=False)
-    model.class_names = [str(c) for c in data["class_names"]]
-    return model.to(device).eval(), data
 
 
 def _merge(base: dict, over: dict) -> dict:

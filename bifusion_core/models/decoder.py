@@ -143,9 +143,11 @@ class QueryDecoder(nn.Module):
         self.no_object = nn.Linear(d, 1)
         self.obj = nn.Linear(d, 1)
 
-    def _heads(self, q, mem):
+    def _heads(self, q, q_pos, mem):
+        """Masks compare position-aware embeddings: the query's (plus its position) with each superpoint's mask
+        feature (which carries its centre), so two alike objects at different places get different masks."""
         q = self.out_norm(q)
-        masks = torch.einsum("bqd,bsd->bqs", self.mask_embed(q), mem) / self.cfg.d_model**0.5
+        masks = torch.einsum("bqd,bsd->bqs", self.mask_embed(q + q_pos), mem) / self.cfg.d_model**0.5
         return q, masks, self.obj(q).squeeze(-1)
 
     def forward(self, sp_feats: torch.Tensor, sp_centres: torch.Tensor, sp_pad: torch.Tensor,
@@ -157,11 +159,11 @@ class QueryDecoder(nn.Module):
         q = torch.cat([self.query_proj(mem), self.learnable.unsqueeze(0).expand(b, -1, -1)], 1)
         q_pos = torch.cat([mem_pos, self.learnable_pos.unsqueeze(0).expand(b, -1, -1)], 1)
         q_pad = torch.cat([sp_pad, sp_pad.new_zeros(b, n_l)], 1)
-        mask_mem = self.mask_feat(mem)
+        mask_mem = self.mask_feat(mem + mem_pos)
         outs = []
         for layer in self.layers:
             q = layer(q, q_pos, q_pad, mem, mem_pos, sp_pad)
-            qn, masks, obj = self._heads(q, mask_mem)
+            qn, masks, obj = self._heads(q, q_pos, mask_mem)
             cls = torch.cat([self.cls(qn, text), self.no_object(qn)], -1)
             masks = masks.masked_fill(sp_pad.unsqueeze(1), -1e4)
             outs.append((cls, masks, obj))

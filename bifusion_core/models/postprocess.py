@@ -16,8 +16,13 @@ class PostprocessConfig:
     semantic_confidence: float = 0.5  # superpoints below this take their nearest confident neighbour's label
     fill_radius: float = 0.5          # metres; farther than this: background
     background: int = -1              # label of points with no confident class
+    # an instance's class distribution: the decoder's ("query"), the mean per-point semantic probability over
+    # its mask ("semantic"), or the average of the two ("mean")
+    instance_class: str = "query"
 
     def __post_init__(self) -> None:
+        if self.instance_class not in ("query", "semantic", "mean"):
+            raise ValueError(f"instance_class must be query, semantic or mean, got {self.instance_class!r}")
         for name in ("score_threshold", "mask_threshold", "nms_iou", "semantic_confidence"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -79,11 +84,17 @@ def postprocess(class_logits: torch.Tensor, mask_logits: torch.Tensor, objectnes
     if len(class_names) != c or sem_logits.shape[1] != c:
         raise ValueError(f"{len(class_names)} class names for {c} decoder classes / {sem_logits.shape[1]} semantic")
     sizes = torch.bincount(sp_ids, minlength=s).to(torch.float32)
+    sem_prob = sem_logits.float().softmax(-1)
+    sp_prob = torch.zeros(s, c).index_add_(0, sp_ids, sem_prob) / sizes.clamp_min(1).unsqueeze(1)  # (S, C)
     # --- instances
-    cls_prob, cls = class_logits.float().softmax(-1)[:, :c].max(1)
     mp = mask_logits.float().sigmoid()
     masks = mp > cfg.mask_threshold
     npts = masks.float() @ sizes
+    probs = class_logits.float().softmax(-1)[:, :c]
+    if cfg.instance_class != "query":
+        pooled = (masks.float() * sizes) @ sp_prob / npts.clamp_min(1).unsqueeze(1)  # (Q, C) over mask points
+        probs = pooled if cfg.instance_class == "semantic" else 0.5 * (probs + pooled)
+    cls_prob, cls = probs.max(1)
     mean_mp = (mp * masks) @ sizes / npts.clamp_min(1)
     score = cls_prob * objectness.float().sigmoid() * mean_mp
     cand = ((score >= cfg.score_threshold) & (npts >= max(cfg.min_points, 1))).nonzero().squeeze(1)
@@ -108,8 +119,6 @@ def postprocess(class_logits: torch.Tensor, mask_logits: torch.Tensor, objectnes
         instances.append(Instance(new_id, int(cls[q]), class_names[int(cls[q])], float(score[q]), idx,
                                   (lo + hi) / 2, hi - lo))
     # --- semantics at superpoint level, unconfident superpoints filled from the nearest confident one
-    sem_prob = sem_logits.float().softmax(-1)
-    sp_prob = torch.zeros(s, c).index_add_(0, sp_ids, sem_prob) / sizes.clamp_min(1).unsqueeze(1)
     sp_conf, sp_label = sp_prob.max(1)
     confident = (sp_conf >= cfg.semantic_confidence) & (sizes > 0)
     sp_label = torch.where(confident, sp_label, torch.full_like(sp_label, cfg.background))

@@ -113,7 +113,6 @@ class GatherMatmulScatter(torch.autograd.Function):
     """``out[o] = sum_k sum_{(i,o) in map_k} feats[i] @ weight[k]`` with a hand-written backward."""
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # fp32 under autocast (index_add)
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
         out = feats.new_zeros(kmap.n_out, weight.shape[2])
         ptr = kmap.ptr
@@ -131,7 +130,6 @@ class GatherMatmulScatter(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_out: torch.Tensor):
         feats, weight = ctx.saved_tensors
         kmap: KernelMap = ctx.kmap
@@ -159,6 +157,16 @@ class GatherMatmulScatter(torch.autograd.Function):
         return grad_in, grad_w, None
 
 
+def gather_matmul_scatter(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """:class:`GatherMatmulScatter`, run in fp32 under autocast (any device): ``index_add_`` needs one dtype,
+    and fp32 accumulation keeps half-precision training stable."""
+    dev = feats.device.type
+    if torch.is_autocast_enabled(dev):
+        with torch.autocast(dev, enabled=False):
+            return GatherMatmulScatter.apply(feats.float(), kernel.float(), kmap)
+    return GatherMatmulScatter.apply(feats, kernel, kmap)
+
+
 class TorchBackend:
     """Default backend: pure PyTorch, any device."""
 
@@ -183,17 +191,17 @@ class TorchBackend:
             if kernel_size % 2 == 0:
                 raise NotImplementedError("stride-1 convolutions need an odd kernel size")
             kmap = ctx.submanifold_map(x.stride, kernel_size)
-            return x.replace(GatherMatmulScatter.apply(x.feats, kernel, kmap))
+            return x.replace(gather_matmul_scatter(x.feats, kernel, kmap))
         if kernel_size != 2 or stride != 2:
             raise NotImplementedError(f"only k2 s2 strided convolutions are supported, got k{kernel_size} s{stride}")
         if not transposed:
             kmap = ctx.down_map(x.stride)
             out_stride = 2 * x.stride
-            out = GatherMatmulScatter.apply(x.feats, kernel, kmap)
+            out = gather_matmul_scatter(x.feats, kernel, kmap)
             return SparseTensor(ctx.coords[out_stride], out, out_stride, ctx, self.name)
         out_stride = x.stride // 2
         if x.stride % 2 or out_stride not in ctx.coords:
             raise ValueError(f"transposed convolution from stride {x.stride}: no coordinates at stride {out_stride}")
         kmap = ctx.down_map(out_stride).transposed(ctx.coords[out_stride].shape[0])
-        out = GatherMatmulScatter.apply(x.feats, kernel, kmap)
+        out = gather_matmul_scatter(x.feats, kernel, kmap)
         return SparseTensor(ctx.coords[out_stride], out, out_stride, ctx, self.name)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..config import to_dict
 from ..losses.criterion import BiFusionCriterion
 from ..models.bifusion import BiFusionModel, StageTimer
-from ..models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from ..models.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import BatchSampler, FramePool
 from .stages import apply_stage, lora_parameters, stage_modules
@@ -132,7 +132,7 @@ class Trainer:
         st = data.get("train")
         if not isinstance(st, dict) or "optimizer" not in st:
             raise CheckpointError(f"{path}: no training state to resume from (a model-only checkpoint?)")
-        self.model.load_state_dict(data["model"], strict=False)
+        load_weights(self.model, data["model"], path)
         self.optim.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
         self.scaler.load_state_dict(st["scaler"])
