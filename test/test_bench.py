@@ -18,3 +18,12 @@ def test_bench_sparse_small_width(tmp_path):
                  "--json", str(out)]) == 0
     res = json.loads(out.read_text())["results"][0]
     assert res["backend"] == "torch" and res["voxels"] > 5000 and res["forward"]["median_s"] > 0
+
+
+def test_bench_train_times_the_requested_stage(tmp_path):
+    out = tmp_path / "train.json"
+    small = ["data.scenes=1", "data.frames_per_scene=2", "data.width=96", "data.height=72", "model.frame.stride=2"]
+    assert main(["train", "--config", "synthetic_small", "--device", "cpu", "--steps", "1", "--batch-size", "2",
+                 "--json", str(out), *small]) == 0
+    res = json.loads(out.read_text())
+    assert res["train_stage"] == 1 and res["batch_size"] == 2 and res["it_per_s"] > 0 and not res["amp"]

@@ -131,8 +131,8 @@ def test_gradients_are_the_mean_of_the_ranks_gradients(ddp_run, tmp_path, step, 
 def test_torchrun_runs_the_training_cli(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "bifusion_core.train", "--config", "config/train/synthetic_small.yaml", "--out", str(out), *TINY]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+           "bifusion_core.train", "--config", "config/train/synthetic_small.yaml", "--out", str(out), "--device", "cpu", *TINY]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # gloo on the CPU, also on GPU hosts
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model.pt").is_file() and (out / "last.pt").is_file()

@@ -100,16 +100,19 @@ def test_schedule_sums_are_positive(p):
 def test_matching_prefers_the_superpoint_query_seeded_inside_the_instance():
     from bifusion_core.losses.matcher import MatcherConfig, hungarian_match
 
-    # 3 superpoints, queries 0-2 seeded by them, query 3 learnable; every query predicts the same thing
+    # 3 superpoints, queries 0-2 seeded by them, query 3 learnable; query 0 (seeded outside the instance) is
+    # slightly more confident of the class, everything else equal
     cls = torch.zeros(4, 3)
+    cls[0, 1] = 0.5
     masks = torch.zeros(4, 3)
     labels = torch.tensor([1])
     gt = torch.tensor([[0.0, 1.0, 0.2]])  # the instance holds superpoint 1 (and a fifth of superpoint 2)
     qi, gi = hungarian_match(cls, masks, labels, gt, MatcherConfig(), n_seed_queries=3)
     assert qi.tolist() == [1] and gi.tolist() == [0]
-    # without the seed cost all queries tie (the solver takes the first); with it off the prior is gone
     qi, _ = hungarian_match(cls, masks, labels, gt, MatcherConfig(cost_seed=0.0), n_seed_queries=3)
-    assert qi.tolist() == [0]
+    assert qi.tolist() == [0]  # without the seed prior the class cost decides
+    with pytest.raises(ValueError, match="seeded"):
+        hungarian_match(cls, masks, labels, gt, MatcherConfig(), n_seed_queries=5)
     # a learnable query with a clearly better mask still wins over a seeded one with a poor mask
     masks2 = torch.full((4, 3), -8.0)
     masks2[3] = torch.tensor([-8.0, 8.0, -2.0])

@@ -99,3 +99,22 @@ def test_infer_cli_writes_outputs(ckpt, tmp_path):
                        "--intrinsics", "60,60,40,30", "--checkpoint", str(ckpt[0]), "--out", str(out)]) == 2
     with pytest.raises(SystemExit):
         infer_main(["--color", "c", "--depth", "d", "--intrinsics", "1,2", "--out", str(out)])
+
+
+def test_shipped_demo_checkpoint_loads_and_fits_this_code():
+    """The default checkpoint of make demo / infer / replay must load (weights fit, current format version)."""
+    from bifusion_core.pipeline.processor import DEMO_CHECKPOINT
+
+    model, data = load_model(DEMO_CHECKPOINT)
+    assert len(model.class_names) == model.cfg.decoder.num_classes == 22
+    assert DEMO_CHECKPOINT.stat().st_size <= 20 * 2**20
+    metrics = json.loads((DEMO_CHECKPOINT.parent / "metrics.json").read_text())
+    assert metrics["steps"] == data["meta"]["step"] and 0 < metrics["val"]["miou"] <= 1
+
+
+def test_old_checkpoint_version_is_refused(tmp_path, ckpt):
+    data = torch.load(ckpt[0], weights_only=True)
+    data["version"] = 1
+    torch.save(data, tmp_path / "v1.pt")
+    with pytest.raises(CheckpointError, match="version 1"):
+        load_model(tmp_path / "v1.pt")

@@ -75,3 +75,16 @@ def test_cropped_batches_keep_targets_aligned(tmp_path):
 def test_crop_size_validated():
     with pytest.raises(ValueError, match="crop_size"):
         load_train_config("config/train/synthetic_small.yaml", ["data.crop_size=0"])
+
+
+def test_subsampling_follows_the_batch_stream_not_the_global_rng():
+    cfg = load_train_config("config/train/synthetic_small.yaml", TINY + ["model.frame.max_points=400"])
+    from bifusion_core.models.bifusion import BiFusionModel
+
+    sampler = BatchSampler(FramePool(cfg.data, "train"), cfg.data, cfg.model, BiFusionModel(cfg.model).class_names)
+    torch.manual_seed(1)
+    a = sampler.batch(3)
+    torch.manual_seed(2)
+    b = sampler.batch(3)
+    assert a.inp.points.shape[0] == 2 * 400 and torch.equal(a.inp.points, b.inp.points)
+    assert not torch.equal(sampler.batch(4).inp.pixels, a.inp.pixels)

@@ -224,3 +224,51 @@ def test_model_and_losses_run_under_autocast(tmp_path):
         res[amp] = {k: float(v) for k, v in terms.items()}
     for k in ("sem", "inst", "align", "total"):
         assert res[True][k] == pytest.approx(res[False][k], rel=0.05, abs=0.02), k
+
+
+def test_evaluate_cli_scores_a_checkpoint_on_other_held_out_rooms(tmp_path, capsys):
+    import json
+
+    from bifusion_core.train.evaluate import main
+
+    tr = make_trainer(tmp_path)
+    tr.save(tmp_path / "model.pt", with_train_state=False)
+    small = ["data.val_scenes=1", "data.val_frames_per_scene=2", "data.width=96", "data.height=72",
+             "model.frame.stride=2"]
+    out = tmp_path / "eval.json"
+    args = ["--checkpoint", str(tmp_path / "model.pt"), "--config", "config/train/synthetic_small.yaml",
+            "--seed", "7", "--post", "score_threshold=0.0", "--post", "instance_class=mean", "--json", str(out)]
+    assert main(args + small) == 0
+    res = json.loads(out.read_text())
+    assert res["frames"] == 2 and res["seed"] == 7 and 0 <= res["miou"] <= 1
+    assert res["postprocess"]["instance_class"] == "mean" and res["postprocess"]["score_threshold"] == 0.0
+    assert "wall" in res["semantic"]["classes"] and "mIoU" in capsys.readouterr().out
+    assert main(args[:-2] + ["--post", "instance_class=vote"] + small) == 2  # invalid override: clear error
+
+
+def test_criterion_seeds_each_superpoint_query_with_its_own_superpoint(tmp_path, monkeypatch):
+    """Per sample, the matcher sees the superpoint queries first (query i seeded by local superpoint i) and
+    then the learnable ones, padding removed, whatever the superpoint counts of the other samples."""
+    import bifusion_core.losses.criterion as crit
+
+    tr = make_trainer(tmp_path, ["data.batch_size=2", "loss.deep_supervision=false"])
+    b = tr.sampler.batch(0)
+    out = tr.model(b.inp)
+    counts = [int(c.shape[0]) for c in out.sp_centres]
+    assert counts[0] != counts[1]
+    seen = []
+    real = crit.hungarian_match
+
+    def spy(cls, masks, labels, gt_masks, cfg, sizes, n_seed_queries=0):
+        seen.append((cls.shape[0], masks.shape[1], n_seed_queries, gt_masks.clone(), sizes.clone()))
+        return real(cls, masks, labels, gt_masks, cfg, sizes, n_seed_queries=n_seed_queries)
+
+    monkeypatch.setattr(crit, "hungarian_match", spy)
+    tr.criterion(out, b.inp, b.targets, progress=0.0)
+    n_l = tr.cfg.model.decoder.n_learnable_queries
+    assert [(q, s, n) for q, s, n, _, _ in seen] == [(c + n_l, c, c) for c in counts]
+    for (_, _, _, gt, sizes), local, idx in zip(seen, out.sp_local, out.sample_points):
+        assert torch.equal(sizes, torch.bincount(local, minlength=len(sizes)).float())
+        inst = b.targets.instance[idx]
+        for g in range(gt.shape[0]):  # each GT column is a fraction of the superpoint with that local id
+            assert float(gt[g].max()) <= 1 and float((gt[g] * sizes).sum()) <= int((inst >= 0).sum())

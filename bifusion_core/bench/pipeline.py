@@ -72,11 +72,15 @@ def run_train(args) -> dict:
                  "data.frames_per_scene=8", "model.clip.pretrained=null", f"data.batch_size={args.batch_size or 8}"]
     elif args.batch_size:
         over.append(f"data.batch_size={args.batch_size}")
-    cfg = load_train_config(path, over)
+    cfg = load_train_config(path, over + list(args.overrides or []))
     tr = Trainer(cfg, "/tmp/bifusion_bench_train", args.device)
     for i in range(len(tr.train_pool)):  # render the frames before timing
         tr.train_pool.get(i)
     dev = torch.device(args.device)
+    st = cfg.stages
+    tr.step = {0: 0, 1: st.s0_iters, 2: st.s0_iters + st.s1_iters}[args.train_stage]  # time the requested stage
+    if cfg.stages.stage_at(tr.step) != args.train_stage:
+        raise ValueError(f"{name} has no stage S{args.train_stage} (stage lengths {st.s0_iters}/{st.s1_iters}/{st.s2_iters})")
     base = rss_mb()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -90,9 +94,10 @@ def run_train(args) -> dict:
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb() - base
     r = {"stage": "train", "config": name, "device": args.device, "batch_size": cfg.data.batch_size,
+         "train_stage": args.train_stage, "amp": tr.use_amp,
          "steps": args.steps, "it_per_s": 1.0 / float(np.mean(times)), "s_per_it_p50": _pct(times, 50),
          "peak_mem_mb": peak}
-    print(f"train {name} on {args.device}, batch {cfg.data.batch_size}: {r['it_per_s']:.3f} it/s "
+    print(f"train {name} S{args.train_stage} on {args.device}, batch {cfg.data.batch_size}: {r['it_per_s']:.3f} it/s "
           f"({r['s_per_it_p50']:.2f} s/it median), peak memory {peak:.0f} MB "
           f"({'CUDA allocated' if dev.type == 'cuda' else 'RSS growth'})")
     return r
@@ -110,3 +115,6 @@ def add_train_args(p) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--train-stage", type=int, choices=[0, 1, 2], default=1,
+                   help="training stage to time (S1, the longest, trains the whole U-Net: the memory peak)")
+    p.add_argument("overrides", nargs="*", help="training-config overrides, e.g. data.width=320 data.height=240")

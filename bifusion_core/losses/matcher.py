@@ -67,6 +67,9 @@ def hungarian_match(class_logits: torch.Tensor, mask_logits: torch.Tensor, gt_la
     m, g = mask_logits.float(), gt_masks.float()
     cost = cost + cfg.cost_bce * bce_cost(m, g, sp_weight) + cfg.cost_dice * dice_cost(m, g, sp_weight)
     if cfg.cost_seed and n_seed_queries:
+        if n_seed_queries > min(cost.shape[0], g.shape[1]):
+            raise ValueError(f"{n_seed_queries} superpoint-seeded queries, but {cost.shape[0]} queries and "
+                             f"{g.shape[1]} superpoints")
         inside = torch.zeros_like(cost)
         inside[:n_seed_queries] = g[:, :n_seed_queries].t()
         cost = cost + cfg.cost_seed * (1 - inside)

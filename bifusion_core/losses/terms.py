@@ -85,9 +85,10 @@ def knn_indices(points: torch.Tensor, k: int, batch: torch.Tensor | None = None)
 def spatial_consistency_loss(f3d: torch.Tensor, knn: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Pull each point's 3D feature toward its neighbours': mean ``1 - cos(f_i, f_j)`` over the ``(M, k)``
     neighbour indices ``knn`` of points ``rows`` (``(M,)``, default all ``N``)."""
-    f = F.normalize(f3d, dim=1, eps=1e-8)  # normalise once; F.cosine_similarity on (M, k, C) is ~10x slower
-    fi = f if rows is None else f[rows]
-    return 1 - torch.bmm(f[knn], fi.unsqueeze(2)).mean()
+    with torch.autocast(f3d.device.type, enabled=False):  # fp32 cosines under mixed precision too
+        f = F.normalize(f3d.float(), dim=1, eps=1e-8)  # normalise once: F.cosine_similarity on (M, k, C) is ~10x slower
+        fi = f if rows is None else f[rows]
+        return 1 - torch.bmm(f[knn], fi.unsqueeze(2)).mean()
 
 
 def noview_pseudo_label_loss(sem_logits: torch.Tensor, valid: torch.Tensor, knn: torch.Tensor,

@@ -14,7 +14,8 @@ from ..config import from_dict, to_dict
 from .bifusion import BiFusionConfig, BiFusionModel
 
 FORMAT = "bifusion-checkpoint"
-VERSION = 1
+# 2: cosine-prototype semantic head; position-aware mask embeddings (same shapes as 1, other meaning)
+VERSION = 2
 
 
 class CheckpointError(ValueError):

@@ -131,7 +131,13 @@ class GatherMatmulScatter(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        with torch.autocast(grad_out.device.type, enabled=False):  # one dtype for index_add_, as forward
+            return GatherMatmulScatter._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out: torch.Tensor):
         feats, weight = ctx.saved_tensors
+        grad_out = grad_out.to(feats.dtype)
         kmap: KernelMap = ctx.kmap
         grad_out = grad_out.contiguous()
         need_in, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]

@@ -184,13 +184,18 @@ def select_points(inp: EncoderInput, keep: torch.Tensor) -> EncoderInput:
 
 
 def make_batch(frames: list[RGBDFrame], model_cfg: BiFusionConfig, lut: np.ndarray, stuff: tuple[int, ...],
-               crop: tuple[float, int, np.random.Generator] | None = None) -> Batch:
+               rng: np.random.Generator | None = None, crop_size: float | None = None,
+               crop_min_points: int = 0) -> Batch:
     """Frames -> encoder input (with superpoints) and per-point targets read at each point's pixel.
-    ``crop = (size, min_points, rng)`` cuts each sample to a square crop first (see :func:`crop_keep`)."""
-    inp = frames_to_input([(f.rgb, f.depth, intrinsics_tuple(f.intrinsics), f.pose) for f in frames], model_cfg.frame)
-    if crop is not None:
-        size, min_points, rng = crop
-        keep = crop_keep(inp.points.numpy(), inp.batch.numpy(), size, rng, min_points)
+
+    ``rng`` drives the random parts (subsampling to ``frame.max_points``, the crop): a batch is a pure function
+    of it (``None``: a fixed seed). ``crop_size`` cuts each sample to a square crop (see :func:`crop_keep`)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    inp = frames_to_input([(f.rgb, f.depth, intrinsics_tuple(f.intrinsics), f.pose) for f in frames], model_cfg.frame,
+                          generator=gen)
+    if crop_size is not None:
+        keep = crop_keep(inp.points.numpy(), inp.batch.numpy(), crop_size, rng, crop_min_points)
         inp = select_points(inp, torch.from_numpy(keep))
     inp.superpoints = batch_superpoints(inp.points, inp.colours, inp.batch, model_cfg.superpoints)
     sem, inst = [], []
@@ -222,7 +227,5 @@ class BatchSampler:
         frames = [self.pool.get(int(i)) for i in idx]
         if augment_frames:
             frames = [augment(f, rng, self.cfg) for f in frames]
-        crop = None
-        if self.cfg.crop_size is not None and augment_frames:  # validation sees whole frames, as the node does
-            crop = (self.cfg.crop_size, self.cfg.crop_min_points, rng)
-        return make_batch(frames, self.model_cfg, self.lut, self.stuff, crop)
+        crop = self.cfg.crop_size if augment_frames else None  # validation sees whole frames, as the node does
+        return make_batch(frames, self.model_cfg, self.lut, self.stuff, rng, crop, self.cfg.crop_min_points)

@@ -59,13 +59,21 @@ def set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def _dist():
+def _dist(device: str) -> tuple[int, int, str]:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL for CUDA devices, gloo
+    for the CPU. Returns ``(world size, rank, device)`` with ``auto``/``cuda`` resolved to ``cuda:LOCAL_RANK``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local if world > 1 else 0}"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     rank = torch.distributed.get_rank() if world > 1 else 0
-    return world, rank
+    return world, rank, device
 
 
 def build_model(cfg: TrainConfig) -> BiFusionModel:
@@ -80,9 +88,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir, device: str = "auto", max_steps: int | None = None):
         self.cfg = cfg
         self.out = Path(out_dir)
-        self.world, self.rank = _dist()
-        if device == "auto":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        self.world, self.rank, device = _dist(device)
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed + self.rank)
         np.random.seed(cfg.seed + self.rank)

@@ -12,9 +12,10 @@ from .data import BatchSampler
 
 @torch.no_grad()
 def validate(model: BiFusionModel, sampler: BatchSampler, max_frames: int | None = None,
-             device: torch.device | str = "cpu", min_region_size: int = 100) -> dict:
+             device: torch.device | str = "cpu", min_region_size: int = 100, details: bool = False) -> dict:
     """Run the model on every validation frame (no augmentation); returns ``{"miou", "accuracy", "ap",
-    "ap50", "ap25", "frames"}``. Instances are scored per frame as ScanNet scores scenes."""
+    "ap50", "ap25", "frames"}`` (plus ``"semantic"``, the full :class:`SemanticResult`, with ``details``).
+    Instances are scored per frame as ScanNet scores scenes."""
     was_training = model.training
     model.eval()
     names = model.class_names
@@ -42,8 +43,11 @@ def validate(model: BiFusionModel, sampler: BatchSampler, max_frames: int | None
     sem = sem_eval.result()
     inst_res = evaluate_instances(scenes, InstanceEvalConfig(min_region_size=min_region_size))
     model.train(was_training)
-    return {"miou": sem.miou, "accuracy": sem.accuracy, "ap": inst_res.ap, "ap50": inst_res.ap50,
-            "ap25": inst_res.ap25, "frames": n}
+    out = {"miou": sem.miou, "accuracy": sem.accuracy, "ap": inst_res.ap, "ap50": inst_res.ap50,
+           "ap25": inst_res.ap25, "frames": n}
+    if details:
+        out["semantic"] = sem
+    return out
 
 
 def sampler_batch(sampler: BatchSampler, frame):
