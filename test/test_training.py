@@ -223,8 +223,8 @@ def test_model_and_losses_run_under_autocast(tmp_path):
         terms["total"].backward()
         grads = [p.grad for p in tr.model.encoder.backbone.unet.parameters() if p.grad is not None]
         assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
-        res[amp] = {k: float(v) for k, v in terms.items()}
-    for k in ("sem", "inst", "align", "total"):
+        res[amp] = {k: float(v.detach()) for k, v in terms.items()}
+    for k in ("sem", "inst", "align", "spatial", "total"):
         assert res[True][k] == pytest.approx(res[False][k], rel=0.05, abs=0.02), k
 
 

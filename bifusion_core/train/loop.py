@@ -8,6 +8,7 @@ import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +187,9 @@ class Trainer:
             if self.bad_steps >= cfg.optim.max_bad_steps:
                 raise NonFiniteLoss(f"{self.bad_steps} consecutive non-finite losses (last at step {self.step}); "
                                     "stopping: lower the learning rate or check the data")
-            self.sched.step()
+            with warnings.catch_warnings():  # the schedule advances without an optimizer step, on purpose
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                self.sched.step()
             self.step += 1
             return {k: float("nan") for k in terms}
         self.bad_steps = 0
