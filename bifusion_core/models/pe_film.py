@@ -100,8 +100,9 @@ def superpoint_size(
     has = superpoint >= 0
     if not bool(has.any()):
         return out
-    keys = torch.stack([b[has], superpoint[has].to(torch.int64)], dim=1)
-    _, inv = torch.unique(keys, dim=0, return_inverse=True)
+    sp = superpoint[has].to(torch.int64)
+    keys = b[has].to(torch.int64) * (int(sp.max()) + 1) + sp  # (sample, superpoint) packed, same order as rows
+    _, inv = torch.unique(keys, return_inverse=True)  # 1-D unique: unique(dim=0) compares row by row (~60x slower)
     m = int(inv.max()) + 1
     lo, hi = sample_bounds(xyz[has], inv, m)
     ext = (hi - lo).clamp_min(voxel_size)
