@@ -153,3 +153,22 @@ def test_instance_class_from_mask_pooled_semantics():
     assert mean[1].class_name == ("chair" if q + (1 - p_table) > p_table else "table")
     with pytest.raises(ValueError, match="instance_class"):
         PostprocessConfig(instance_class="vote")
+
+
+def test_instances_never_take_a_stuff_class():
+    sp_ids, pts, centres = _two_objects()
+    B = 8.0
+    mask_logits = torch.tensor([[B, B, -B, -B]])
+    class_logits = torch.tensor([[0.0, 0.0, -4.0]])
+    obj = torch.full((1,), 4.0)
+    sem_logits = torch.zeros(len(sp_ids), 2)
+    sem_logits[:, 0] = 3.0  # the points say "wall" (stuff), "table" comes second
+    cfg = PostprocessConfig(min_points=10, instance_class="semantic", score_threshold=0.0)
+    seg = postprocess(class_logits, mask_logits, obj, sem_logits, sp_ids, centres, pts, ["wall", "table"], cfg)
+    assert [i.class_name for i in seg.instances] == ["table"]
+    p_table = float(torch.softmax(torch.tensor([3.0, 0.0]), 0)[1])
+    assert abs(seg.instances[0].score - p_table * float(torch.sigmoid(obj[0]) * torch.sigmoid(torch.tensor(B)))) < 1e-5
+    assert (seg.semantic[sp_ids <= 1] == 0).all()  # per-point semantics still say wall
+    seg = postprocess(class_logits, mask_logits, obj, sem_logits, sp_ids, centres, pts, ["wall", "table"],
+                      PostprocessConfig(min_points=10, instance_class="semantic", score_threshold=0.0, stuff_classes=()))
+    assert [i.class_name for i in seg.instances] == ["wall"]

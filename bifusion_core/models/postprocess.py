@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..data.scannet.classes import STUFF_CLASSES
+
 
 @dataclass
 class PostprocessConfig:
@@ -19,8 +21,10 @@ class PostprocessConfig:
     # an instance's class distribution: the decoder's ("query"), the mean per-point semantic probability over
     # its mask ("semantic"), or the average of the two ("mean")
     instance_class: str = "query"
+    stuff_classes: tuple[str, ...] = STUFF_CLASSES  # class names an instance never takes (walls, floors)
 
     def __post_init__(self) -> None:
+        self.stuff_classes = tuple(self.stuff_classes)
         if self.instance_class not in ("query", "semantic", "mean"):
             raise ValueError(f"instance_class must be query, semantic or mean, got {self.instance_class!r}")
         for name in ("score_threshold", "mask_threshold", "nms_iou", "semantic_confidence"):
@@ -94,7 +98,8 @@ def postprocess(class_logits: torch.Tensor, mask_logits: torch.Tensor, objectnes
     if cfg.instance_class != "query":
         pooled = (masks.float() * sizes) @ sp_prob / npts.clamp_min(1).unsqueeze(1)  # (Q, C) over mask points
         probs = pooled if cfg.instance_class == "semantic" else 0.5 * (probs + pooled)
-    cls_prob, cls = probs.max(1)
+    stuff = torch.tensor([n in cfg.stuff_classes for n in class_names], dtype=torch.bool)
+    cls_prob, cls = probs.masked_fill(stuff, 0.0).max(1)
     mean_mp = (mp * masks) @ sizes / npts.clamp_min(1)
     score = cls_prob * objectness.float().sigmoid() * mean_mp
     cand = ((score >= cfg.score_threshold) & (npts >= max(cfg.min_points, 1))).nonzero().squeeze(1)

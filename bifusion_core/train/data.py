@@ -14,13 +14,12 @@ import numpy as np
 import torch
 
 from ..data.frame import RGBDFrame
-from ..data.scannet.classes import IGNORE_INDEX, SCANNET200
+from ..data.scannet.classes import IGNORE_INDEX, SCANNET200, STUFF_CLASSES
 from ..losses.criterion import Targets
 from ..models.bifusion import BiFusionConfig, EncoderInput, batch_superpoints, frames_to_input
 
 log = logging.getLogger(__name__)
 
-STUFF_CLASSES = ("wall", "floor", "ceiling")
 
 
 @dataclass

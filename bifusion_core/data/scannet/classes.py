@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 IGNORE_INDEX = -100
+# "stuff": surfaces that are labelled but never instances (ScanNet's instance benchmark leaves them out)
+STUFF_CLASSES = ("wall", "floor", "ceiling")
 """Contiguous training index of points/pixels outside the class set (unlabelled, void, other)."""
 
 VALID_CLASS_IDS_200 = (
