@@ -73,7 +73,7 @@ def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     # rank 1's loss is NaN at step 1 (the first S1 step): both ranks must skip it together
     mp.start_processes(_worker, args=(2, _free_port(), str(out), 1), nprocs=2, join=True, start_method="spawn")
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
 def test_replicas_stay_identical_and_frozen_stage_stays_frozen(ddp_run):
