@@ -132,35 +132,30 @@ class GatherMatmulScatter(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         with torch.autocast(grad_out.device.type, enabled=False):  # one dtype for index_add_, as forward
-            return GatherMatmulScatter._backward(ctx, grad_out)
-
-    @staticmethod
-    def _backward(ctx, grad_out: torch.Tensor):
-        feats, weight = ctx.saved_tensors
-        grad_out = grad_out.to(feats.dtype)
-        kmap: KernelMap = ctx.kmap
-        grad_out = grad_out.contiguous()
-        need_in, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_in = torch.zeros_like(feats) if need_in else None
-        grad_w = torch.zeros_like(weight) if need_w else None
-        ptr = kmap.ptr
-        for k in range(weight.shape[0]):
-            a, b = ptr[k], ptr[k + 1]
-            if a == b:
-                continue
-            if k == kmap.identity:
+            feats, weight = ctx.saved_tensors
+            grad_out = grad_out.to(feats.dtype).contiguous()
+            kmap: KernelMap = ctx.kmap
+            need_in, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            grad_in = torch.zeros_like(feats) if need_in else None
+            grad_w = torch.zeros_like(weight) if need_w else None
+            ptr = kmap.ptr
+            for k in range(weight.shape[0]):
+                a, b = ptr[k], ptr[k + 1]
+                if a == b:
+                    continue
+                if k == kmap.identity:
+                    if need_w:
+                        grad_w[k] = feats.t() @ grad_out
+                    if need_in:
+                        grad_in += grad_out @ weight[k].t()
+                    continue
+                ii, oo = kmap.in_idx[a:b], kmap.out_idx[a:b]
+                g = grad_out.index_select(0, oo)
                 if need_w:
-                    grad_w[k] = feats.t() @ grad_out
+                    grad_w[k] = feats.index_select(0, ii).t() @ g
                 if need_in:
-                    grad_in += grad_out @ weight[k].t()
-                continue
-            ii, oo = kmap.in_idx[a:b], kmap.out_idx[a:b]
-            g = grad_out.index_select(0, oo)
-            if need_w:
-                grad_w[k] = feats.index_select(0, ii).t() @ g
-            if need_in:
-                grad_in.index_add_(0, ii, g @ weight[k].t())
-        return grad_in, grad_w, None
+                    grad_in.index_add_(0, ii, g @ weight[k].t())
+            return grad_in, grad_w, None
 
 
 def gather_matmul_scatter(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> torch.Tensor:

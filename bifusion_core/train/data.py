@@ -21,7 +21,6 @@ from ..models.bifusion import BiFusionConfig, EncoderInput, batch_superpoints, f
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class DataConfig:
     """Attributes:

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 IGNORE_INDEX = -100
-# "stuff": surfaces that are labelled but never instances (ScanNet's instance benchmark leaves them out)
-STUFF_CLASSES = ("wall", "floor", "ceiling")
 """Contiguous training index of points/pixels outside the class set (unlabelled, void, other)."""
+
+STUFF_CLASSES = ("wall", "floor", "ceiling")
+"""Surfaces that are labelled but never instances (ScanNet's instance benchmark leaves them out)."""
 
 VALID_CLASS_IDS_200 = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 21, 22, 23, 24, 26, 27, 28, 29, 31, 32, 33,
