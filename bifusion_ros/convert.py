@@ -285,7 +285,7 @@ def image_to_numpy(msg, *, depth_scale: float = 0.001, zero_is_invalid: bool = T
         return np.repeat(pixels, 3, axis=2)
     if encoding.startswith("bgr"):
         return np.ascontiguousarray(pixels[..., 2::-1])
-    return np.ascontiguousarray(pixels[..., :3])
+    return np.array(pixels[..., :3])  # a copy: for rgb8 the slice is the message buffer itself (read-only)
 
 
 def numpy_to_image(array, encoding: str, header, msgs: MessageFactory, *, depth_scale: float = 0.001):

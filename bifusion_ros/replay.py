@@ -398,8 +398,6 @@ class _Replay:
         except Exception as exc:  # noqa: BLE001 - a malformed message must not end the replay (as in the node)
             self._skip("bad_image", f"{type(exc).__name__}: {exc}")
             return
-        if not rgb.flags.writeable:  # a view of the rosbags buffer (rclpy's array.array data gives a writable one)
-            rgb = rgb.copy()
         p = _Pending(rgb, depth_m, intrinsics, color.header.stamp, str(color.header.frame_id), t_ns)
         p.timings["convert"] = time.perf_counter() - t0
         self.pending.append(p)

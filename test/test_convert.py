@@ -62,6 +62,8 @@ def test_colour_encodings_round_trip(encoding):
     out = image_to_numpy(msg)
     assert out.shape == (3, 5, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, RGB)
+    # a new, writable array that does not alias the message buffer (rosbags hands out read-only views)
+    assert out.flags.writeable and not np.shares_memory(out, np.asarray(msg.data))
 
 
 def test_rgba_from_rgb_gets_opaque_alpha():
