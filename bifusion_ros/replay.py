@@ -336,7 +336,7 @@ class _Replay:
         self.first_detail: dict[str, str] = {}
         self.latency: dict[str, list[float]] = {}
         self.gt: dict[str, dict[int, np.ndarray]] = {}
-        self.awaiting_gt: dict[int, Any] = {}
+        self.awaiting_gt: dict[int, tuple[Any, tuple[int, int], int]] = {}  # stamp -> (result, shape, arrival)
         self.evaluator: _Evaluator | None = None
         self.saved: list[str] = []
         self.stride = 1
@@ -501,16 +501,17 @@ class _Replay:
             self._time(stage, seconds)
         for stage, seconds in (getattr(result, "timings", None) or {}).items():
             self._time(f"model/{stage}", seconds)
-        self._try_evaluate(stamp_ns, result, p.rgb.shape[:2])
+        self._try_evaluate(stamp_ns, result, p.rgb.shape[:2], p.arrival)
         self._advance()
 
-    def _try_evaluate(self, stamp_ns: int, result, shape: tuple[int, int]) -> None:
-        """Score ``result`` once the ground truth of its stamp is in; until then it waits (bounded)."""
+    def _try_evaluate(self, stamp_ns: int, result, shape: tuple[int, int], arrival: int) -> None:
+        """Score ``result`` once the ground truth of its stamp is in; until then it waits (bounded).
+        ``arrival``: bag time (ns) of the set it came from, to tell when waiting longer is pointless."""
         kinds = self.gt_kinds
         if not kinds:
             return
         if not all(stamp_ns in self.gt.get(k, {}) for k in kinds):
-            self.awaiting_gt[stamp_ns] = (result, shape)
+            self.awaiting_gt[stamp_ns] = (result, shape, arrival)
             while len(self.awaiting_gt) > _GT_KEEP:
                 del self.awaiting_gt[min(self.awaiting_gt)]
                 self.counts["without_gt"] += 1
@@ -612,7 +613,7 @@ class _Replay:
                 for c, t_ns, raw in self.reader.messages(connections=wanted):
                     kind = role[c.id]
                     if self.limit_reached and not self.pending and (
-                            not self.awaiting_gt or t_ns > max(self.awaiting_gt) + 1_000_000_000):
+                            not self.awaiting_gt or t_ns > max(a for *_, a in self.awaiting_gt.values()) + 1_000_000_000):
                         break  # done: nothing waits for a pose or (within 1 s) for its ground truth
                     if kind in inputs and self.limit_reached:
                         continue

@@ -42,15 +42,16 @@ def read_bag(path):
     return types, msgs
 
 
-def copy_bag(src, dst, drop=()):
-    """``src`` without the ``drop`` topics, as a sqlite3 bag (so that both storages are read)."""
+def copy_bag(src, dst, drop=(), shift_ns=0):
+    """``src`` without the ``drop`` topics, as a sqlite3 bag (so that both storages are read); ``shift_ns`` moves
+    every receive time (not the header stamps), as a bag re-recorded later would."""
     store = typestore()
     with Reader(Path(src)) as reader, Writer(Path(dst), version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
         conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store)
                  for c in reader.connections if c.topic not in drop}
         for c, t, raw in reader.messages():
             if c.id in conns:
-                writer.write(conns[c.id], t, raw)
+                writer.write(conns[c.id], t + shift_ns, raw)
     return Path(dst)
 
 
@@ -244,3 +245,13 @@ def test_help(module):
     proc = _cli("-m", module, "--help")
     assert proc.returncode == 0 and "usage: python -m " + module in proc.stdout
     assert ("--frames" if module.endswith("demo") else "--on-missing-tf") in proc.stdout
+
+
+def test_early_stop_waits_for_ground_truth_by_bag_time_not_header_stamps(recording, tmp_path):
+    """With --max-frames the replay stops reading once nothing waits; that wait is measured in bag time, so a
+    bag recorded long after its header stamps still scores every processed frame."""
+    bag = copy_bag(recording, tmp_path / "late", shift_ns=1000 * 10**9)
+    m = replay(ReplayConfig(bag=bag, out=tmp_path / "out", save_every=0, min_region_size=20, max_frames=2,
+                            progress=False), processor=Oracle())
+    assert m["frames"]["processed"] == 2 and m["frames"]["evaluated"] == 2
+    assert m["semantic"]["miou"] == pytest.approx(1.0)
