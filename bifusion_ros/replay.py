@@ -53,7 +53,7 @@ import numpy as np
 
 from bifusion_ros import convert
 from bifusion_ros.frame_io import FrameSkipped, frame_inputs, result_outputs
-from bifusion_ros.params import SKIP_REASONS, defaults, parse_string_list, resolve_topic
+from bifusion_ros.params import SKIP_REASONS, defaults, parse_string_list, resolve_topic, validate
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
 from bifusion_ros.tf_buffer import TransformBuffer, TransformError
 
@@ -129,19 +129,24 @@ class ReplayConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.on_missing_tf not in ("skip", "identity"):
-            raise ReplayError(f"on_missing_tf must be 'skip' or 'identity', got {self.on_missing_tf!r}")
+        # the settings the node has too are checked exactly as the node checks its parameters
+        node = {n: getattr(self, n) for n in _NODE_PARAMS}
+        node["camera_info_topic"] = self.info_topic
+        for name, value in node.items():
+            err = validate(name, value)
+            if err:
+                raise ReplayError(err)
         if self.storage not in ("mcap", "sqlite3"):
             raise ReplayError(f"storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ReplayError(f"max_frames must be >= 1, got {self.max_frames}")
-        for name, lo in (("save_every", 0), ("min_region_size", 0), ("sync_queue_size", 1)):
-            if getattr(self, name) < lo:
-                raise ReplayError(f"{name} must be >= {lo}, got {getattr(self, name)}")
-        for name in ("tf_timeout", "sync_slop", "depth_scale", "score_threshold", "voxel_size"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ReplayError(f"{name} must be a finite number >= 0, got {v}")
+        for name in ("save_every", "min_region_size"):
+            if getattr(self, name) < 0:
+                raise ReplayError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+_NODE_PARAMS = ("color_topic", "depth_topic", "world_frame", "camera_frame", "on_missing_tf", "tf_timeout",
+                "sync_slop", "sync_queue_size", "depth_scale", "score_threshold", "voxel_size", "device", "half")
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -255,3 +255,13 @@ def test_early_stop_waits_for_ground_truth_by_bag_time_not_header_stamps(recordi
                             progress=False), processor=Oracle())
     assert m["frames"]["processed"] == 2 and m["frames"]["evaluated"] == 2
     assert m["semantic"]["miou"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [{"depth_scale": 0.0}, {"score_threshold": 5.0}, {"sync_queue_size": 1000},
+                                 {"on_missing_tf": "wait"}, {"info_topic": 3}, {"storage": "zip"},
+                                 {"max_frames": 0}, {"save_every": -1}])
+def test_replay_settings_are_checked_as_the_node_checks_its_parameters(bad):
+    from bifusion_ros.replay import ReplayError
+
+    with pytest.raises(ReplayError, match=next(iter(bad)).replace("info_topic", "camera_info_topic")):
+        ReplayConfig(bag="b", out="o", **bad)
