@@ -20,7 +20,17 @@ import numpy as np
 from bifusion_ros import convert
 from bifusion_ros.params import UNKNOWN_LABEL
 
-__all__ = ["FrameSkipped", "frame_inputs", "result_outputs"]
+__all__ = ["FrameSkipped", "frame_inputs", "load_processor", "result_outputs"]
+
+
+def load_processor(checkpoint: str | None, device: str = "auto", half: bool = False, voxel_size: float = 0.0):
+    """``bifusion_core.pipeline.FrameProcessor.from_checkpoint`` from node-style settings: an empty
+    ``checkpoint`` means the shipped demo checkpoint, ``voxel_size`` 0 the checkpoint's own. Raises
+    ``FileNotFoundError`` / ``CheckpointError`` (a ``ValueError``) for a missing or invalid checkpoint."""
+    from bifusion_core.pipeline import FrameProcessor
+
+    return FrameProcessor.from_checkpoint(checkpoint or None, device, half=bool(half),
+                                          voxel_size=float(voxel_size) or None)
 
 
 class FrameSkipped(Exception):

@@ -24,7 +24,6 @@ conversions are in :mod:`bifusion_ros.convert`, the mailbox in :mod:`bifusion_ro
 """
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections import Counter
@@ -53,7 +52,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from bifusion_ros import convert
-from bifusion_ros.frame_io import FrameSkipped, frame_inputs, result_outputs
+from bifusion_ros.frame_io import FrameSkipped, frame_inputs, load_processor, result_outputs
 from bifusion_ros.params import NODE_NAME, PARAMS, SKIP_REASONS, spec, validate
 from bifusion_ros.sync import stamp_to_ns
 from bifusion_ros.worker import LatencyStats, LatestFrameWorker
@@ -64,23 +63,6 @@ OUTPUT_QOS_DEPTH = 2
 """Keep-last depth of the (reliable) output publishers: a late subscriber gets the newest frame, never a backlog."""
 
 _SKIP_LOG_PERIOD = 5.0
-
-
-def load_processor(checkpoint: str, device: str = "auto", half: bool = False, voxel_size: float = 0.0,
-                   warn=print):
-    """``bifusion_core.pipeline.FrameProcessor.from_checkpoint`` (``checkpoint`` empty -> None = the shipped
-    demo checkpoint). ``voxel_size`` > 0 is passed on when ``from_checkpoint`` accepts it, else ``warn``-ed."""
-    from bifusion_core.pipeline import FrameProcessor
-
-    kwargs: dict[str, Any] = {"device": device, "half": bool(half)}
-    if voxel_size > 0:
-        params = inspect.signature(FrameProcessor.from_checkpoint).parameters
-        if "voxel_size" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            kwargs["voxel_size"] = float(voxel_size)
-        else:
-            warn(f"voxel_size={voxel_size} ignored: FrameProcessor.from_checkpoint has no voxel_size argument; "
-                 "the checkpoint's voxel size is used")
-    return FrameProcessor.from_checkpoint(checkpoint or None, **kwargs)
 
 
 @dataclass
@@ -149,8 +131,7 @@ class BiFusionNode(Node):
         # the model; classes are applied after loading so that the checkpoint's list is known
         self._proc_lock = threading.Lock()
         if processor is None:
-            processor = load_processor(cfg["checkpoint"], cfg["device"], cfg["half"], cfg["voxel_size"],
-                                       warn=self.get_logger().warning)
+            processor = load_processor(cfg["checkpoint"], cfg["device"], cfg["half"], cfg["voxel_size"])
         self.processor = processor
         self.checkpoint_classes = list(getattr(processor, "class_names", []) or [])
         if cfg["classes"]:

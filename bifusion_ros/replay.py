@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from bifusion_ros import convert
-from bifusion_ros.frame_io import FrameSkipped, frame_inputs, result_outputs
+from bifusion_ros.frame_io import FrameSkipped, frame_inputs, load_processor as load_frame_processor, result_outputs
 from bifusion_ros.params import SKIP_REASONS, defaults, parse_string_list, resolve_topic, validate
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
 from bifusion_ros.tf_buffer import TransformBuffer, TransformError
@@ -711,13 +711,13 @@ def _redirect_logging(enabled: bool):
 
 def load_processor(cfg: ReplayConfig):
     """``FrameProcessor.from_checkpoint`` for ``cfg`` (:class:`ReplayError` for a missing / invalid checkpoint)."""
-    from bifusion_core.pipeline import FrameProcessor
-
     try:
-        return FrameProcessor.from_checkpoint(cfg.checkpoint or None, cfg.device, half=cfg.half,
-                                              classes=cfg.classes or None, voxel_size=cfg.voxel_size or None)
+        processor = load_frame_processor(cfg.checkpoint, cfg.device, cfg.half, cfg.voxel_size)
     except (FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
         raise ReplayError(str(exc)) from None
+    if cfg.classes:
+        processor.set_classes(list(cfg.classes))
+    return processor
 
 
 def replay(cfg: ReplayConfig, processor=None) -> dict:
