@@ -240,23 +240,20 @@ class _Evaluator:
     ``label_id * 1000 + instance`` encoding (ground truth of classes outside the model's list is void)."""
 
     def __init__(self, class_names: list[str], min_region_size: int):
-        from bifusion_core.data.scannet.classes import IGNORE_INDEX, SCANNET200
-        from bifusion_core.eval import InstanceEvalConfig, SemanticEvaluator
+        from bifusion_core.data.scannet.classes import IGNORE_INDEX
+        from bifusion_core.eval import InstanceAccumulator, InstanceEvalConfig, SemanticEvaluator, label_ids
         from bifusion_core.train.data import class_lookup
 
         self.class_names = list(class_names)
         self.ignore = IGNORE_INDEX
         self.lut = class_lookup(self.class_names)
-        self.to_id = np.array([SCANNET200.name_to_id.get(n, 0) for n in self.class_names], np.int64)
+        self.to_id = label_ids(self.class_names)
         self.semantic = SemanticEvaluator(len(self.class_names), self.class_names, IGNORE_INDEX)
-        self.config = InstanceEvalConfig(min_region_size=min_region_size)
-        self.matches: list = []
-        self.uid = 0
+        self.instances = InstanceAccumulator(InstanceEvalConfig(min_region_size=min_region_size))
         self.frames = 0
-        self.instance_frames = 0
 
     def add(self, result, gt_semantic: np.ndarray, gt_instance: np.ndarray | None) -> None:
-        from bifusion_core.eval import PredictedInstance, match_scene
+        from bifusion_core.eval import frame_instance_inputs
 
         u, v = result.pixels[:, 0].astype(np.int64), result.pixels[:, 1].astype(np.int64)
         ids = gt_semantic[v, u].astype(np.int64)
@@ -264,30 +261,13 @@ class _Evaluator:
                           self.ignore)
         self.semantic.update(sem_gt, np.asarray(result.semantic))
         self.frames += 1
-        if gt_instance is None:
-            return
-        inst = gt_instance[v, u].astype(np.int64)
-        gt_label = np.where(sem_gt >= 0, self.to_id[np.clip(sem_gt, 0, None)], 0)
-        gt_ids = np.where((inst > 0) & (gt_label > 0), gt_label * 1000 + np.clip(inst, 0, 999), 0)
-        preds = []
-        for ins in result.instances:
-            mask = np.zeros(len(sem_gt), bool)
-            idx = ins.point_indices
-            mask[idx.cpu().numpy() if hasattr(idx, "cpu") else np.asarray(idx, np.int64)] = True
-            cid = int(ins.class_id)
-            label = int(self.to_id[cid]) if 0 <= cid < len(self.to_id) else 0
-            preds.append(PredictedInstance(mask, label, float(ins.score)))
-        m = match_scene(gt_ids, preds, self.config, self.uid)
-        self.uid += sum(len(p) for p in m.pred.values())
-        self.matches.append(m)
-        self.instance_frames += 1
+        if gt_instance is not None:
+            self.instances.add(*frame_instance_inputs(sem_gt, gt_instance[v, u], result.instances, self.to_id))
 
     def results(self):
         """``(SemanticResult or None, InstanceResult or None)``."""
-        from bifusion_core.eval import evaluate_matches, summarize
-
         sem = self.semantic.result() if self.frames else None
-        inst = summarize(evaluate_matches(self.matches, self.config), self.config) if self.matches else None
+        inst = self.instances.result() if len(self.instances) else None
         return sem, inst
 
 
@@ -672,7 +652,7 @@ class _Replay:
                                                   "classes": sem.to_dict()["classes"]},
             "instance": None if inst is None else {
                 "ap": _finite(inst.ap), "ap50": _finite(inst.ap50), "ap25": _finite(inst.ap25),
-                "frames": self.evaluator.instance_frames, "min_region_size": self.cfg.min_region_size,
+                "frames": len(self.evaluator.instances), "min_region_size": self.cfg.min_region_size,
                 "classes": {n: d for n, d in inst.to_dict()["classes"].items() if any(v is not None for v in d.values())},
             },
             "latency_ms": _latency_summary(self.latency),

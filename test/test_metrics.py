@@ -264,3 +264,23 @@ def test_cli_help():
     with pytest.raises(SystemExit) as exc:
         eval_main(["instance", "--help"])
     assert exc.value.code == 0
+
+
+def test_frame_instance_inputs_encode_ground_truth_and_predictions():
+    from types import SimpleNamespace
+
+    import torch
+
+    from bifusion_core.eval import frame_instance_inputs, label_ids
+
+    names = ["wall", "chair", "my gizmo"]  # "my gizmo" is no ScanNet class: label id 0, never evaluated
+    to_id = label_ids(names)
+    assert to_id[0] == 1 and to_id[1] == 2 and to_id[2] == 0  # ScanNet200 label ids of wall, chair
+    sem = np.array([1, 1, 0, -100, 2])
+    inst = np.array([3, 3, 5, 7, 9])
+    preds = [SimpleNamespace(point_indices=torch.tensor([0, 1]), class_id=1, score=0.8),
+             SimpleNamespace(point_indices=np.array([4]), class_id=2, score=0.3)]
+    gt_ids, out = frame_instance_inputs(sem, inst, preds, to_id)
+    assert gt_ids.tolist() == [2003, 2003, 1005, 0, 0]
+    assert out[0].mask.tolist() == [True, True, False, False, False] and out[0].label_id == 2
+    assert out[0].confidence == pytest.approx(0.8) and out[1].label_id == 0

@@ -303,14 +303,65 @@ def summarize(ap_table: np.ndarray, config: InstanceEvalConfig) -> InstanceResul
                           class_names=config.class_set.names)
 
 
+class InstanceAccumulator:
+    """Streaming form of :func:`evaluate_instances`: :meth:`add` one scene (or frame) at a time, then
+    :meth:`result`."""
+
+    def __init__(self, config: InstanceEvalConfig | None = None):
+        self.config = config or InstanceEvalConfig()
+        self.matches: list[SceneMatches] = []
+        self._uid = 0
+
+    def add(self, gt_ids: np.ndarray, predictions: list[PredictedInstance]) -> None:
+        m = match_scene(gt_ids, predictions, self.config, self._uid)
+        self._uid += sum(len(v) for v in m.pred.values())
+        self.matches.append(m)
+
+    def __len__(self) -> int:
+        return len(self.matches)
+
+    def result(self) -> InstanceResult:
+        return summarize(evaluate_matches(self.matches, self.config), self.config)
+
+
 def evaluate_instances(scenes, config: InstanceEvalConfig | None = None) -> InstanceResult:
     """Evaluate ``scenes``: an iterable of ``(gt_ids (N,), [PredictedInstance, ...])`` pairs (or a dict of them
     by scene name)."""
-    config = config or InstanceEvalConfig()
-    items = scenes.values() if isinstance(scenes, dict) else scenes
-    matches, uid = [], 0
-    for gt_ids, preds in items:
-        m = match_scene(gt_ids, preds, config, uid)
-        uid += sum(len(v) for v in m.pred.values())
-        matches.append(m)
-    return summarize(evaluate_matches(matches, config), config)
+    acc = InstanceAccumulator(config)
+    for gt_ids, preds in (scenes.values() if isinstance(scenes, dict) else scenes):
+        acc.add(gt_ids, preds)
+    return acc.result()
+
+
+def label_ids(class_names) -> np.ndarray:
+    """``(C,)`` ScanNet label id of each class name (0 for a name outside ScanNet200: never evaluated)."""
+    from ..data.scannet.classes import SCANNET200
+
+    return np.array([SCANNET200.name_to_id.get(str(n), 0) for n in class_names], np.int64)
+
+
+def frame_instance_inputs(sem_gt: np.ndarray, inst_gt: np.ndarray, instances, to_id: np.ndarray):
+    """One segmented point set in the benchmark's terms.
+
+    Args:
+        sem_gt: ``(N,)`` contiguous class index per point (negative: unlabelled).
+        inst_gt: ``(N,)`` ground-truth instance id per point (<= 0: none).
+        instances: predicted instances with ``point_indices`` (indices into the N points), ``class_id``
+            (contiguous index) and ``score`` (``bifusion_core.models.postprocess.Instance``).
+        to_id: :func:`label_ids` of the class list.
+
+    Returns:
+        ``(gt_ids (N,), [PredictedInstance, ...])`` for :func:`match_scene` / :func:`evaluate_instances`.
+    """
+    sem_gt = np.asarray(sem_gt, np.int64)
+    inst_gt = np.asarray(inst_gt, np.int64)
+    gt_label = np.where(sem_gt >= 0, to_id[np.clip(sem_gt, 0, len(to_id) - 1)], 0)
+    gt_ids = np.where((inst_gt > 0) & (gt_label > 0), gt_label * 1000 + np.clip(inst_gt, 0, 999), 0)
+    preds = []
+    for ins in instances:
+        mask = np.zeros(len(sem_gt), bool)
+        idx = ins.point_indices
+        mask[idx.cpu().numpy() if hasattr(idx, "cpu") else np.asarray(idx, np.int64)] = True
+        cid = int(ins.class_id)
+        preds.append(PredictedInstance(mask, int(to_id[cid]) if 0 <= cid < len(to_id) else 0, float(ins.score)))
+    return gt_ids, preds

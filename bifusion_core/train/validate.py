@@ -1,11 +1,10 @@
 """Validation on held-out frames: semantic mIoU and instance AP/AP50/AP25 (ScanNet protocol)."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ..data.scannet.classes import IGNORE_INDEX, SCANNET200
-from ..eval import InstanceEvalConfig, PredictedInstance, SemanticEvaluator, evaluate_instances
+from ..data.scannet.classes import IGNORE_INDEX
+from ..eval import InstanceAccumulator, InstanceEvalConfig, SemanticEvaluator, frame_instance_inputs, label_ids
 from ..models.bifusion import BiFusionModel
 from .data import BatchSampler
 
@@ -20,8 +19,8 @@ def validate(model: BiFusionModel, sampler: BatchSampler, max_frames: int | None
     model.eval()
     names = model.class_names
     sem_eval = SemanticEvaluator(len(names), names, IGNORE_INDEX)
-    to_id = np.array([SCANNET200.name_to_id.get(n, 0) for n in names], np.int64)
-    scenes = []
+    to_id = label_ids(names)
+    inst_eval = InstanceAccumulator(InstanceEvalConfig(min_region_size=min_region_size))
     n = len(sampler.pool) if max_frames is None else min(max_frames, len(sampler.pool))
     for i in range(n):
         frame = sampler.pool.get(i)
@@ -30,18 +29,9 @@ def validate(model: BiFusionModel, sampler: BatchSampler, max_frames: int | None
         seg = model.segment(inp, model(inp))[0]
         sem_gt = batch.targets.semantic.numpy()
         sem_eval.update(sem_gt, seg.semantic.numpy())
-        # ScanNet GT encoding label_id * 1000 + instance (0: unlabelled)
-        inst = batch.targets.instance.numpy()
-        gt_label = np.where(sem_gt >= 0, to_id[np.clip(sem_gt, 0, None)], 0)
-        gt_ids = np.where((inst > 0) & (gt_label > 0), gt_label * 1000 + np.clip(inst, 0, 999), 0)
-        preds = []
-        for ins in seg.instances:
-            mask = np.zeros(len(sem_gt), bool)
-            mask[ins.point_indices.numpy()] = True
-            preds.append(PredictedInstance(mask, int(to_id[ins.class_id]), float(ins.score)))
-        scenes.append((gt_ids, preds))
+        inst_eval.add(*frame_instance_inputs(sem_gt, batch.targets.instance.numpy(), seg.instances, to_id))
     sem = sem_eval.result()
-    inst_res = evaluate_instances(scenes, InstanceEvalConfig(min_region_size=min_region_size))
+    inst_res = inst_eval.result()
     model.train(was_training)
     out = {"miou": sem.miou, "accuracy": sem.accuracy, "ap": inst_res.ap, "ap50": inst_res.ap50,
            "ap25": inst_res.ap25, "frames": n}
