@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    paths = write_result(args.out, args.name or Path(args.color).stem, result, rgb, proc.model.cfg.frame.stride)
+    paths = write_result(args.out, args.name or Path(args.color).stem, result, rgb)
     log.info("%d points, %d instances; stages: %s", result.num_points, len(result.instances),
              ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in result.timings.items()))
     for kind, p in paths.items():

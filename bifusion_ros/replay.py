@@ -55,6 +55,8 @@ from bifusion_ros import convert
 from bifusion_ros.frame_io import FrameSkipped, frame_inputs, load_processor as load_frame_processor, result_outputs
 from bifusion_ros.params import SKIP_REASONS, defaults, parse_string_list, resolve_topic, validate
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
+from bifusion_ros.synthetic_bag import (CAMERA_INFO, IMAGE, TF_MESSAGE, TOPIC_GT_INSTANCE, TOPIC_GT_SEMANTIC, TOPIC_TF,
+                                        TOPIC_TF_STATIC, image_to_numpy)
 from bifusion_ros.tf_buffer import TransformBuffer, TransformError
 
 __all__ = ["ReplayConfig", "ReplayError", "replay", "format_metrics", "resolve_bag_path", "build_parser", "main"]
@@ -62,13 +64,6 @@ __all__ = ["ReplayConfig", "ReplayError", "replay", "format_metrics", "resolve_b
 log = logging.getLogger("bifusion.replay")
 
 _P = defaults()
-TF_TOPIC = "/tf"
-TF_STATIC_TOPIC = "/tf_static"
-GT_SEMANTIC_TOPIC = "/bifusion/gt/semantic"   # = bifusion_ros.synthetic_bag.TOPIC_GT_SEMANTIC
-GT_INSTANCE_TOPIC = "/bifusion/gt/instance"   # = bifusion_ros.synthetic_bag.TOPIC_GT_INSTANCE
-IMAGE = "sensor_msgs/msg/Image"
-CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
-TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 
 OUTPUT_TYPES = {"cloud": "sensor_msgs/msg/PointCloud2", "markers": "visualization_msgs/msg/MarkerArray",
                 "instances": "bifusion_ros/msg/InstanceArray", "alpha": IMAGE}
@@ -111,8 +106,8 @@ class ReplayConfig:
     color_topic: str = _P["color_topic"]
     depth_topic: str = _P["depth_topic"]
     info_topic: str = _P["camera_info_topic"]
-    gt_semantic_topic: str = GT_SEMANTIC_TOPIC
-    gt_instance_topic: str = GT_INSTANCE_TOPIC
+    gt_semantic_topic: str = TOPIC_GT_SEMANTIC
+    gt_instance_topic: str = TOPIC_GT_INSTANCE
     world_frame: str = _P["world_frame"]
     camera_frame: str = _P["camera_frame"]
     on_missing_tf: str = _P["on_missing_tf"]
@@ -324,7 +319,6 @@ class _Replay:
         self.awaiting_gt: dict[int, tuple[Any, tuple[int, int], int]] = {}  # stamp -> (result, shape, arrival)
         self.evaluator: _Evaluator | None = None
         self.saved: list[str] = []
-        self.stride = 1
         self.reader = None
         self.bag_path: Path | None = None
         self.topics: dict[str, list] = {}
@@ -370,7 +364,7 @@ class _Replay:
         """A colour (0), depth (1) or camera-info (2) message, in bag order."""
         self.counts[("colour", "depth", "camera_info")[index]] += 1
         sync_set = self.sync.add(index, msg)
-        if sync_set is None or self.limit_reached:
+        if sync_set is None:
             return
         self.counts["sets"] += 1
         color, depth, info = sync_set
@@ -389,8 +383,6 @@ class _Replay:
 
     def on_gt(self, kind: str, msg) -> None:
         """A ground-truth image (``kind`` ``semantic`` or ``instance``)."""
-        from bifusion_ros.synthetic_bag import image_to_numpy
-
         stamp = stamp_to_ns(msg.header.stamp)
         try:
             arr = image_to_numpy(msg)
@@ -478,7 +470,7 @@ class _Replay:
             from bifusion_core.io.render import write_result
 
             name = f"frame_{index:05d}"
-            write_result(self.frames_dir, name, result, p.rgb, self.stride)
+            write_result(self.frames_dir, name, result, p.rgb)
             self.saved.append(name)
             p.timings["save"] = time.perf_counter() - t2
         p.timings["frame_total"] = sum(p.timings.values())
@@ -538,8 +530,8 @@ class _Replay:
                 "color": _select(conns, cfg.color_topic, IMAGE, "colour image", True, listing),
                 "depth": _select(conns, cfg.depth_topic, IMAGE, "depth image", True, listing),
                 "info": _select(conns, cfg.info_topic, CAMERA_INFO, "camera info", True, listing),
-                "tf": _select(conns, TF_TOPIC, TF_MESSAGE, "TF", False, listing),
-                "tf_static": _select(conns, TF_STATIC_TOPIC, TF_MESSAGE, "static TF", False, listing),
+                "tf": _select(conns, TOPIC_TF, TF_MESSAGE, "TF", False, listing),
+                "tf_static": _select(conns, TOPIC_TF_STATIC, TF_MESSAGE, "static TF", False, listing),
                 "semantic": _select(conns, cfg.gt_semantic_topic, IMAGE, "ground-truth semantic", False, listing),
                 "instance": _select(conns, cfg.gt_instance_topic, IMAGE, "ground-truth instance", False, listing),
             }
@@ -551,8 +543,8 @@ class _Replay:
             log.warning("the bag has %s but no %s: instances cannot be scored without semantic ground truth",
                         cfg.gt_instance_topic, cfg.gt_semantic_topic)
         if not self.topics["tf"] and not self.topics["tf_static"]:
-            log.warning("the bag has neither %s nor %s: no camera pose in %r for any frame; %s", TF_TOPIC,
-                        TF_STATIC_TOPIC, cfg.world_frame,
+            log.warning("the bag has neither %s nor %s: no camera pose in %r for any frame; %s", TOPIC_TF,
+                        TOPIC_TF_STATIC, cfg.world_frame,
                         "every frame is skipped (missing_tf); --on-missing-tf identity processes them in the "
                         "camera frame" if cfg.on_missing_tf == "skip"
                         else "frames are processed with the identity pose in the camera frame")
@@ -566,10 +558,6 @@ class _Replay:
         """Process the opened bag with ``processor``; returns the metrics (with ``_tables``)."""
         cfg, topics = self.cfg, self.topics
         self.processor = processor
-        model_cfg = getattr(getattr(processor, "model", None), "cfg", None)
-        self.stride = int(getattr(getattr(model_cfg, "frame", None), "stride", 1) or 1)
-        if "semantic" in self.gt_kinds and getattr(processor, "class_names", None):
-            self.evaluator = _Evaluator(list(processor.class_names), cfg.min_region_size)
         n_colour = sum(c.msgcount for c in topics["color"])
         log.info("bag %s: %d colour images on %s; %s", self.bag_path, n_colour, cfg.color_topic,
                  "ground truth " + " + ".join(self.gt_kinds) if self.gt_kinds else "no ground truth")
@@ -795,9 +783,9 @@ def build_parser(prog: str = "python -m bifusion_ros.replay") -> argparse.Argume
     g.add_argument("--color-topic", default=_P["color_topic"], help="colour image topic (default %(default)s)")
     g.add_argument("--depth-topic", default=_P["depth_topic"], help="aligned depth topic (default %(default)s)")
     g.add_argument("--info-topic", default=_P["camera_info_topic"], help="camera info topic (default %(default)s)")
-    g.add_argument("--gt-semantic-topic", default=GT_SEMANTIC_TOPIC, help="ground-truth label-id images "
+    g.add_argument("--gt-semantic-topic", default=TOPIC_GT_SEMANTIC, help="ground-truth label-id images "
                    "(16UC1; default %(default)s; absent: no scores)")
-    g.add_argument("--gt-instance-topic", default=GT_INSTANCE_TOPIC, help="ground-truth instance-id images "
+    g.add_argument("--gt-instance-topic", default=TOPIC_GT_INSTANCE, help="ground-truth instance-id images "
                    "(16UC1; default %(default)s)")
     g.add_argument("--world-frame", default=_P["world_frame"], help="output frame (default %(default)s)")
     g.add_argument("--camera-frame", default=_P["camera_frame"],

@@ -184,7 +184,7 @@ class Oracle:
                            semantic=semantic, instance=instance, score=np.ones(n, np.float32),
                            alpha=np.full(n, 0.5, np.float32), pixels=np.stack([u, v], 1), instances=instances,
                            class_names=list(CLASSES), stamp=frame.stamp, frame_id=frame.frame_id,
-                           timings={"total": 0.0}, alpha_image=np.full(frame.depth.shape, 0.5, np.float32))
+                           timings={"total": 0.0}, alpha_image=np.full(frame.depth.shape, 0.5, np.float32), stride=4)
 
 
 def test_scores_of_a_perfect_prediction_are_one(recording, tmp_path):

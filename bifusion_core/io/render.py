@@ -69,8 +69,9 @@ def heatmap_png(path, values: np.ndarray, rgb: np.ndarray | None = None) -> None
         raise OSError(f"could not write {path}")
 
 
-def write_result(out_dir, name: str, result, rgb: np.ndarray, stride: int) -> dict[str, str]:
+def write_result(out_dir, name: str, result, rgb: np.ndarray) -> dict[str, str]:
     """All outputs of one :class:`~bifusion_core.pipeline.FrameResult`; returns {kind: path}."""
+    stride = result.stride
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"ply": out / f"{name}.ply", "labels_png": out / f"{name}_labels.png",

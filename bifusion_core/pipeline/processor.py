@@ -97,5 +97,5 @@ class FrameProcessor:
             semantic=seg.semantic.numpy().astype(np.int64), instance=instance.astype(np.int64),
             score=seg.score.numpy().astype(np.float32), alpha=alpha.astype(np.float32), pixels=pixels,
             instances=seg.instances, class_names=self.class_names, stamp=frame.stamp, frame_id=frame.frame_id,
-            timings=dict(timer.times), alpha_image=alpha_img,
+            timings=dict(timer.times), alpha_image=alpha_img, stride=cfg.frame.stride,
         )

@@ -43,6 +43,7 @@ class FrameResult:
         class_names: the active class list (``semantic`` indexes it).
         timings: seconds per stage, e.g. {"backproject": .., "clip": .., "backbone": .., "decoder": ..}.
         alpha_image: ``(H, W)`` float32 α per pixel (NaN where no point), for publishing as a heat map.
+        stride: pixel stride the points were sampled at (each stands for a ``stride x stride`` block).
     """
 
     points: np.ndarray
@@ -58,6 +59,7 @@ class FrameResult:
     frame_id: str = "map"
     timings: dict[str, float] = field(default_factory=dict)
     alpha_image: np.ndarray | None = None
+    stride: int = 1
 
     @property
     def num_points(self) -> int:
