@@ -20,7 +20,7 @@ import numpy as np
 from bifusion_ros import convert
 from bifusion_ros.params import UNKNOWN_LABEL
 
-__all__ = ["FrameSkipped", "frame_inputs", "load_processor", "result_outputs"]
+__all__ = ["FrameSkipped", "frame_inputs", "frame_outputs", "load_processor", "result_outputs"]
 
 
 def load_processor(checkpoint: str | None, device: str = "auto", half: bool = False, voxel_size: float = 0.0):
@@ -90,6 +90,17 @@ def _plain_instance(inst) -> SimpleNamespace:
                            score=float(inst.score), center=_numpy(inst.center), size=_numpy(inst.size),
                            point_count=int(inst.point_count),
                            orientation=None if orientation is None else _numpy(orientation))
+
+
+def frame_outputs(result, stamp, out_frame: str, camera_frame: str, world_frame: str, msgs,
+                  score_threshold: float = 0.0) -> dict[str, Any]:
+    """:func:`result_outputs` for a result whose points are in ``out_frame`` (the world frame, or the camera
+    frame when its pose was missing and replaced by the identity), stamped with the colour image's ``stamp``;
+    markers stand up along world z, or along -y in an optical camera frame (y down)."""
+    header = convert.make_header(msgs, out_frame, stamp)
+    camera_header = convert.make_header(msgs, camera_frame, stamp)
+    up = (0.0, 0.0, 1.0) if out_frame == world_frame else (0.0, -1.0, 0.0)
+    return result_outputs(result, header, camera_header, msgs, score_threshold=score_threshold, up=up)
 
 
 def result_outputs(result, header, camera_header, msgs, *, score_threshold: float = 0.0,

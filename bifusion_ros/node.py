@@ -52,7 +52,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from bifusion_ros import convert
-from bifusion_ros.frame_io import FrameSkipped, frame_inputs, load_processor, result_outputs
+from bifusion_ros.frame_io import FrameSkipped, frame_inputs, frame_outputs, load_processor, result_outputs
 from bifusion_ros.params import NODE_NAME, PARAMS, SKIP_REASONS, spec, validate
 from bifusion_ros.sync import stamp_to_ns
 from bifusion_ros.worker import LatencyStats, LatestFrameWorker
@@ -327,11 +327,8 @@ class BiFusionNode(Node):
         result, out_frame, cfg = processed
         t0 = time.monotonic()
         try:
-            header = convert.make_header(self.msgs, out_frame, job.stamp)
-            camera_header = convert.make_header(self.msgs, cfg["camera_frame"] or job.image_frame, job.stamp)
-            up = (0.0, 0.0, 1.0) if out_frame == cfg["world_frame"] else (0.0, -1.0, 0.0)  # optical frame: y down
-            out = result_outputs(result, header, camera_header, self.msgs,
-                                 score_threshold=float(cfg["score_threshold"]), up=up)
+            out = frame_outputs(result, job.stamp, out_frame, cfg["camera_frame"] or job.image_frame,
+                                cfg["world_frame"], self.msgs, float(cfg["score_threshold"]))
             self.pub_cloud.publish(out["cloud"])
             self.pub_markers.publish(out["markers"])
             self.pub_instances.publish(out["instances"])

@@ -14,7 +14,7 @@ reads a rosbag2 bag (sqlite3 or MCAP storage) with ``rosbags`` and does, offline
    node, which waits up to ``tf_timeout`` for the pose, replay waits until the bag's clock is ``tf_timeout``
    past the set's arrival before applying ``--on-missing-tf`` (``skip``: counted as ``missing_tf``;
    ``identity``: outputs in the camera frame);
-4. ``bifusion_core.pipeline.FrameProcessor`` segments the frame; :func:`bifusion_ros.frame_io.result_outputs`
+4. ``bifusion_core.pipeline.FrameProcessor`` segments the frame; :func:`bifusion_ros.frame_io.frame_outputs`
    (the node's own output conversion) builds the messages, written to ``DIR/output_bag`` on the node's output
    topics (``/bifusion/cloud`` ``sensor_msgs/msg/PointCloud2``, ``/bifusion/markers``
    ``visualization_msgs/msg/MarkerArray``, ``/bifusion/instances`` ``bifusion_ros/msg/InstanceArray``,
@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from bifusion_ros import convert
-from bifusion_ros.frame_io import FrameSkipped, frame_inputs, load_processor as load_frame_processor, result_outputs
+from bifusion_ros.frame_io import FrameSkipped, frame_inputs, frame_outputs, load_processor as load_frame_processor
 from bifusion_ros.params import SKIP_REASONS, defaults, parse_string_list, resolve_topic, validate
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
 from bifusion_ros.synthetic_bag import (CAMERA_INFO, IMAGE, TF_MESSAGE, TOPIC_GT_INSTANCE, TOPIC_GT_SEMANTIC, TOPIC_TF,
@@ -451,12 +451,9 @@ class _Replay:
             return
         t1 = time.perf_counter()
         p.timings["process"] = t1 - t0
-        try:  # exactly what the node's _publish_outputs builds
-            header = convert.make_header(self.msgs, out_frame, p.stamp)
-            camera_header = convert.make_header(self.msgs, self._camera(p), p.stamp)
-            up = (0.0, 0.0, 1.0) if out_frame == self.cfg.world_frame else (0.0, -1.0, 0.0)
-            outputs = result_outputs(result, header, camera_header, self.msgs,
-                                     score_threshold=float(self.cfg.score_threshold), up=up)
+        try:  # exactly what the node publishes
+            outputs = frame_outputs(result, p.stamp, out_frame, self._camera(p), self.cfg.world_frame, self.msgs,
+                                    float(self.cfg.score_threshold))
             raw = self.bag.serialize(outputs)
         except Exception as exc:  # noqa: BLE001
             self._skip("publish_error", f"{type(exc).__name__}: {exc}")
