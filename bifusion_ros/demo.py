@@ -73,7 +73,9 @@ def ensure_recording(params: dict, root: Path | None = None, progress: bool = Tr
     Written into a temporary directory and renamed into place, so an interrupted run never leaves a half
     recording in the cache.
     """
-    from bifusion_core.data.synthetic import CameraConfig, ExportConfig, SequenceConfig, SyntheticSequence, export_sequence
+    from tqdm import tqdm
+
+    from bifusion_core.data.synthetic import CameraConfig, SequenceConfig, SyntheticSequence
     from bifusion_ros.synthetic_bag import SyntheticBagWriter
 
     root = Path(root) if root is not None else cache_root()
@@ -87,17 +89,17 @@ def ensure_recording(params: dict, root: Path | None = None, progress: bool = Tr
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         w, h = params["width"], params["height"]
-        sx, sy = w / 640, h / 480  # the generator CLI's intrinsics scaling
-        camera = CameraConfig(width=w, height=h, fx=615.0 * sx, fy=615.0 * sy, cx=320.0 * sx, cy=240.0 * sy)
+        camera = CameraConfig.scaled(w, h)  # as the generator CLI makes it
         seq = SyntheticSequence(params["seed"], SequenceConfig(n_frames=params["frames"], fps=params["fps"],
                                                                loop_fraction=params["loop"], camera=camera))
         log.info("rendering the demo recording (%d frames, %dx%d, seed %d) into %s", params["frames"], w, h,
                  params["seed"], final)
         t0 = time.perf_counter()
-        with SyntheticBagWriter(tmp / "bag.mcap") as writer:
-            export_sequence(seq, tmp / "frames", f"synth{params['seed']}", ExportConfig(cloud_voxel=0.0), bag=writer,
-                            progress=progress)
-        shutil.rmtree(tmp / "frames")  # the ScanNet-layout copy is not needed, the bag holds everything
+        with SyntheticBagWriter(tmp / "bag.mcap") as writer:  # the bag holds everything (no ScanNet-layout copy)
+            for i in tqdm(range(len(seq)), desc="demo recording", unit="frame", disable=not progress):
+                r = seq.render(i)
+                writer.write_frame(int(seq.stamps_ns[i]), r.rgb, r.depth_mm, r.intrinsics, r.pose, r.semantic,
+                                   r.instance)
         (tmp / "params.json").write_text(json.dumps(params, indent=1))
         if final.exists():  # an incomplete earlier one
             shutil.rmtree(final)

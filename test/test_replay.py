@@ -24,7 +24,7 @@ from bifusion_ros.synthetic_bag import OPTICAL_FRAME, TOPIC_COLOR_INFO, TOPIC_DE
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED, FRAMES, W, H = 7, 4, 160, 120
-CAM = CameraConfig(width=W, height=H, fx=615 / 4, fy=615 / 4, cx=80, cy=60)  # what the generator CLI makes
+CAM = CameraConfig.scaled(W, H)  # what the generator CLI makes
 CLASSES = ["wall", "floor", "ceiling", *OBJECT_CLASSES]
 OUTPUT_TYPES = {OUTPUT_TOPICS["cloud"]: "sensor_msgs/msg/PointCloud2",
                 OUTPUT_TOPICS["markers"]: "visualization_msgs/msg/MarkerArray",

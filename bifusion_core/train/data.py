@@ -77,9 +77,7 @@ class FramePool:
         if cfg.source == "synthetic":
             from ..data.synthetic import CameraConfig, SequenceConfig, SyntheticSequence
 
-            s = cfg.width / 640.0
-            cam = CameraConfig(width=cfg.width, height=cfg.height, fx=615.0 * s, fy=615.0 * cfg.height / 480.0,
-                               cx=cfg.width / 2, cy=cfg.height / 2)
+            cam = CameraConfig.scaled(cfg.width, cfg.height)
             n_scenes = cfg.scenes if split == "train" else cfg.val_scenes
             n_frames = cfg.frames_per_scene if split == "train" else cfg.val_frames_per_scene
             first = cfg.seed if split == "train" else cfg.seed + 100_000  # held-out rooms never overlap

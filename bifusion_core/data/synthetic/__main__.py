@@ -66,9 +66,7 @@ def main(argv=None) -> int:
     try:
         if args.scenes < 1:
             raise ValueError(f"--scenes must be >= 1, got {args.scenes}")
-        sx, sy = args.width / 640, args.height / 480
-        camera = CameraConfig(width=args.width, height=args.height, fx=615.0 * sx, fy=615.0 * sy, cx=320.0 * sx,
-                              cy=240.0 * sy)
+        camera = CameraConfig.scaled(args.width, args.height)
         seq_cfg = SequenceConfig(n_frames=args.frames, fps=args.fps, loop_fraction=args.loop,
                                  scene=SceneConfig(ceiling=not args.no_ceiling), camera=camera)
         export_cfg = ExportConfig(cloud_voxel=0.0 if args.no_cloud else 0.02)

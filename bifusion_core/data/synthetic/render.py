@@ -62,6 +62,12 @@ class CameraConfig:
     hole_fraction: float = 0.01
     color_noise: float = 0.012
 
+    @classmethod
+    def scaled(cls, width: int, height: int, **kw) -> "CameraConfig":
+        """The default 640x480 camera resampled to ``width`` x ``height`` (intrinsics scale with the size)."""
+        sx, sy = width / 640, height / 480
+        return cls(width=width, height=height, fx=615.0 * sx, fy=615.0 * sy, cx=320.0 * sx, cy=240.0 * sy, **kw)
+
     def __post_init__(self) -> None:
         if self.width < 16 or self.height < 16:
             raise ValueError(f"image size must be at least 16x16, got {self.width}x{self.height}")
