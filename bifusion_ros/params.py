@@ -33,6 +33,7 @@ __all__ = [
     "parse_bool",
     "yaml_parameters",
     "render_yaml",
+    "bifusion_overrides",
 ]
 
 NODE_NAME = "bifusion"
@@ -298,14 +299,6 @@ def render_yaml(node_name: str = NODE_NAME) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:  # pragma: no cover - trivial
-    print(render_yaml(), end="")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 def bifusion_overrides(arg) -> dict:
     """Node parameters given as launch arguments (``arg(name)`` -> the argument's string, empty when not
     given), validated; used by the launch files."""
@@ -322,3 +315,11 @@ def bifusion_overrides(arg) -> dict:
         if err:
             raise ValueError(f"launch argument {name}: {err}")
     return out
+
+
+def main() -> None:  # pragma: no cover - trivial
+    print(render_yaml(), end="")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

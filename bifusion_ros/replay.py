@@ -627,7 +627,7 @@ class _Replay:
         cls = getattr(self.processor, "class_names", None)
         return {
             "bag": str(bag_path),
-            "checkpoint": str(self.cfg.checkpoint or _demo_checkpoint()),
+            "checkpoint": str(getattr(self.processor, "checkpoint", None) or "(a processor given by the caller)"),
             "device": str(getattr(self.processor, "device", self.cfg.device)),
             "classes": list(cls) if cls is not None else None,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.cfg).items()},
@@ -648,12 +648,6 @@ class _Replay:
             "_tables": {"semantic": sem.table() if sem is not None else None,
                         "instance": inst.table() if inst is not None else None},
         }
-
-
-def _demo_checkpoint() -> Path:
-    from bifusion_core.pipeline.processor import DEMO_CHECKPOINT
-
-    return DEMO_CHECKPOINT
 
 
 def _progress(total: int, enabled: bool):

@@ -93,10 +93,11 @@ def replayed(recording, checkpoint, tmp_path_factory):
     return rc, out
 
 
-def test_replay_end_to_end(replayed):
+def test_replay_end_to_end(replayed, checkpoint):
     rc, out = replayed
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
+    assert m["checkpoint"] == str(checkpoint)
     f = m["frames"]
     assert (f["colour_images"], f["synchronised"], f["processed"], f["skipped"]) == (FRAMES, FRAMES, FRAMES, 0)
     assert f["sync_dropped_colour"] == 0 and set(f["skipped_by_reason"]) == set(SKIP_REASONS)
@@ -190,7 +191,7 @@ class Oracle:
 def test_scores_of_a_perfect_prediction_are_one(recording, tmp_path):
     m = replay(ReplayConfig(bag=recording, out=tmp_path, save_every=0, min_region_size=20, progress=False),
                processor=Oracle())
-    assert m["frames"]["evaluated"] == FRAMES
+    assert m["frames"]["evaluated"] == FRAMES and m["checkpoint"] == "(a processor given by the caller)"
     assert m["semantic"]["miou"] == pytest.approx(1.0) and m["semantic"]["accuracy"] == pytest.approx(1.0)
     assert (m["instance"]["ap"], m["instance"]["ap50"], m["instance"]["ap25"]) == pytest.approx((1.0, 1.0, 1.0))
     scored = {name for name, d in m["semantic"]["classes"].items() if d["iou"] is not None}

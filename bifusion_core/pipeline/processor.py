@@ -42,6 +42,7 @@ class FrameProcessor:
         self.device = pick_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.half = bool(half) and self.device.type == "cuda"
+        self.checkpoint: Path | None = None  # the file the model came from (set by from_checkpoint)
         if half and not self.half:
             log.warning("half precision needs CUDA; running in float32 on %s", self.device)
 
@@ -52,8 +53,10 @@ class FrameProcessor:
         over = None
         if voxel_size:
             over = {"backbone": {"voxel_size": float(voxel_size)}, "pe_film": {"voxel_size": float(voxel_size)}}
-        model, _ = load_model(path or default_checkpoint(), "cpu", over)
+        path = Path(path or default_checkpoint())
+        model, _ = load_model(path, "cpu", over)
         proc = cls(model, device, half)
+        proc.checkpoint = path
         if classes:
             proc.set_classes(classes)
         return proc
