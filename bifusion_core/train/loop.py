@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..config import to_dict
 from ..losses.criterion import BiFusionCriterion
-from ..models.bifusion import BiFusionModel, StageTimer
+from ..models.bifusion import BiFusionModel
 from ..models.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import BatchSampler, FramePool
