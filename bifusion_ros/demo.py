@@ -41,12 +41,15 @@ def cache_root() -> Path:
 
 
 def _source_hash() -> str:
-    """Hash of the synthetic generator's and bag writer's source files (a changed generator = a new recording)."""
+    """Hash of the source files that determine a recording's bytes: the synthetic generator, the bag writer and
+    the message converters it builds every message with (a changed one = a new recording)."""
     import bifusion_core.data.synthetic as synth
+    import bifusion_ros.convert as convert
     import bifusion_ros.synthetic_bag as bagmod
 
     h = hashlib.sha256()
-    files = sorted(Path(synth.__file__).parent.glob("*.py")) + [Path(bagmod.__file__)]
+    files = (sorted(Path(synth.__file__).parent.glob("*.py")) + [Path(bagmod.__file__)]
+             + sorted(Path(convert.__file__).parent.glob("*.py")))
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -73,10 +76,8 @@ def ensure_recording(params: dict, root: Path | None = None, progress: bool = Tr
     Written into a temporary directory and renamed into place, so an interrupted run never leaves a half
     recording in the cache.
     """
-    from tqdm import tqdm
-
     from bifusion_core.data.synthetic import CameraConfig, SequenceConfig, SyntheticSequence
-    from bifusion_ros.synthetic_bag import SyntheticBagWriter
+    from bifusion_ros.synthetic_bag import write_sequence
 
     root = Path(root) if root is not None else cache_root()
     final = root / cache_key(params)
@@ -95,11 +96,8 @@ def ensure_recording(params: dict, root: Path | None = None, progress: bool = Tr
         log.info("rendering the demo recording (%d frames, %dx%d, seed %d) into %s", params["frames"], w, h,
                  params["seed"], final)
         t0 = time.perf_counter()
-        with SyntheticBagWriter(tmp / "bag.mcap") as writer:  # the bag holds everything (no ScanNet-layout copy)
-            for i in tqdm(range(len(seq)), desc="demo recording", unit="frame", disable=not progress):
-                r = seq.render(i)
-                writer.write_frame(int(seq.stamps_ns[i]), r.rgb, r.depth_mm, r.intrinsics, r.pose, r.semantic,
-                                   r.instance)
+        # the bag holds everything (no ScanNet-layout copy); as `python -m bifusion_ros.synthetic_bag` writes it
+        write_sequence(seq, tmp / "bag.mcap", progress=progress, desc="demo recording")
         (tmp / "params.json").write_text(json.dumps(params, indent=1))
         if final.exists():  # an incomplete earlier one
             shutil.rmtree(final)

@@ -23,7 +23,7 @@ reads a rosbag2 bag (sqlite3 or MCAP storage) with ``rosbags`` and does, offline
    an instance JSON under ``DIR/frames/`` (:func:`bifusion_core.io.render.write_result`);
 6. when the bag has ground-truth images (``/bifusion/gt/semantic`` and ``/bifusion/gt/instance``, 16UC1,
    stamped like the colour image, ScanNet200 label ids and instance ids; written by
-   ``python -m bifusion_core.data.synthetic --bag``), each processed frame is scored like training validation
+   ``python -m bifusion_ros.synthetic_bag``), each processed frame is scored like training validation
    (:mod:`bifusion_core.train.validate`): semantic IoU / mIoU over the model's classes and ScanNet instance
    AP / AP50 / AP25 per frame (all post-processed instances, before the node's ``score_threshold``);
 7. ``DIR/metrics.json`` gets the metrics, frame counts (synchronised, processed, colour images the
@@ -52,14 +52,15 @@ from typing import Any
 import numpy as np
 
 from bifusion_ros import convert
+from bifusion_ros.bag_paths import resolve_bag_path
 from bifusion_ros.frame_io import FrameSkipped, frame_inputs, frame_outputs, load_processor as load_frame_processor
 from bifusion_ros.params import SKIP_REASONS, defaults, parse_string_list, resolve_topic, validate
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
 from bifusion_ros.synthetic_bag import (CAMERA_INFO, IMAGE, TF_MESSAGE, TOPIC_GT_INSTANCE, TOPIC_GT_SEMANTIC, TOPIC_TF,
-                                        TOPIC_TF_STATIC, image_to_numpy)
+                                        TOPIC_TF_STATIC)
 from bifusion_ros.tf_buffer import TransformBuffer, TransformError
 
-__all__ = ["ReplayConfig", "ReplayError", "replay", "format_metrics", "resolve_bag_path", "build_parser", "main"]
+__all__ = ["ReplayConfig", "ReplayError", "replay", "format_metrics", "build_parser", "main"]
 
 log = logging.getLogger("bifusion.replay")
 
@@ -85,7 +86,8 @@ class ReplayConfig:
 
     Attributes:
         bag: rosbag2 directory (or its ``metadata.yaml`` / storage file, or ``NAME.mcap`` / ``NAME.db3`` for a
-            bag directory ``NAME`` as ``python -m bifusion_core.data.synthetic --bag`` names them).
+            bag directory ``NAME`` as ``python -m bifusion_ros.synthetic_bag`` names them; see
+            :func:`bifusion_ros.bag_paths.resolve_bag_path`).
         out: output directory (created).
         checkpoint: model checkpoint; None = the shipped demo checkpoint.
         classes: class names / prompts replacing the checkpoint's (None or empty: the checkpoint's).
@@ -147,23 +149,6 @@ _NODE_PARAMS = ("color_topic", "depth_topic", "world_frame", "camera_frame", "on
 # -------------------------------------------------------------------------------------------------------------
 # Bag access
 # -------------------------------------------------------------------------------------------------------------
-def resolve_bag_path(path) -> Path:
-    """The rosbag2 directory ``path`` names (see :attr:`ReplayConfig.bag`); :class:`ReplayError` if none."""
-    p = Path(path).expanduser()
-    if p.is_file() and (p.parent / "metadata.yaml").is_file():
-        return p.parent
-    if p.is_dir():
-        if not (p / "metadata.yaml").is_file():
-            raise ReplayError(f"{p} is not a rosbag2 bag: it has no metadata.yaml (a bag recorded without one can "
-                              "get it back with `ros2 bag reindex`)")
-        return p
-    if p.suffix.lower() in (".mcap", ".db3") and (p.with_suffix("") / "metadata.yaml").is_file():
-        return p.with_suffix("")
-    if p.is_file():
-        raise ReplayError(f"{p} is a file without a metadata.yaml next to it; pass a rosbag2 bag directory")
-    raise ReplayError(f"bag not found: {p}")
-
-
 def _topic_listing(connections) -> str:
     rows = sorted({(c.topic, c.msgtype, c.msgcount) for c in connections})
     return "\n".join(f"  {t}  [{ty}]  {n} messages" for t, ty, n in rows) or "  (none)"
@@ -385,7 +370,7 @@ class _Replay:
         """A ground-truth image (``kind`` ``semantic`` or ``instance``)."""
         stamp = stamp_to_ns(msg.header.stamp)
         try:
-            arr = image_to_numpy(msg)
+            arr = convert.raw_image_array(msg)
         except ValueError as exc:
             self.counts["bad_gt_images"] += 1
             log.warning("ignoring a ground-truth %s image: %s", kind, exc)
@@ -513,7 +498,10 @@ class _Replay:
         from rosbags.rosbag2.errors import ReaderError
 
         cfg = self.cfg
-        self.bag_path = resolve_bag_path(cfg.bag)
+        try:
+            self.bag_path = resolve_bag_path(cfg.bag)
+        except (FileNotFoundError, ValueError) as exc:  # no such bag / not a bag
+            raise ReplayError(str(exc)) from None
         reader = Reader(self.bag_path)
         try:
             reader.open()

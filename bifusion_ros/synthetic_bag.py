@@ -1,7 +1,8 @@
 """RGB-D recordings as rosbag2 files laid out like a RealSense (realsense2_camera 4.5x) recording.
 
-Written by ``python -m bifusion_core.data.synthetic --bag FILE`` and read back by replay. Topics, all stamped
-with the frame's acquisition time (the bag's receive time equals it):
+Written by ``python -m bifusion_ros.synthetic_bag --out FILE.mcap`` (see :func:`main`; the demo writes its
+recording with :func:`write_sequence`) and read back by replay. Topics, all stamped with the frame's
+acquisition time (the bag's receive time equals it):
 
 ==================================================== ============================ ==========================
 topic                                                type                         content
@@ -24,21 +25,31 @@ depth is aligned to the colour camera). ``/tf`` carries the moving camera pose i
 ``/tf_static`` (written once, offered as transient-local like ``static_transform_publisher``) the fixed REP 103
 optical rotation, zero translation: realsense2_camera's ``camera_color_frame`` is folded into it.
 
-The ground-truth topics are not part of a real RealSense recording; they let replay score its output.
-This module imports ``rosbags`` (kept out of :mod:`bifusion_core`).
+The ground-truth topics are not part of a real RealSense recording; they let replay score its output (read
+them with :func:`bifusion_ros.convert.raw_image_array`). Every message is built and validated by
+:mod:`bifusion_ros.convert` (the converters the node and replay use). This module imports ``rosbags`` (kept out
+of :mod:`bifusion_core`).
 """
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from bifusion_core.data.frame import matrix_from_quaternion, quaternion_from_matrix
-
+from .bag_paths import STORAGES, bag_location, scene_bag_path
+from .convert import (check_rgb_depth, intrinsics_to_camera_info, make_header, make_time, matrix_to_transform,
+                      numpy_to_image, rosbags_factory)
 from .interfaces import typestore
+
+__all__ = ["TOPIC_COLOR", "TOPIC_COLOR_INFO", "TOPIC_DEPTH", "TOPIC_DEPTH_INFO", "TOPIC_TF", "TOPIC_TF_STATIC",
+           "TOPIC_GT_SEMANTIC", "TOPIC_GT_INSTANCE", "MAP_FRAME", "BODY_FRAME", "OPTICAL_FRAME", "R_LINK_OPTICAL",
+           "IMAGE", "CAMERA_INFO", "TF_MESSAGE", "link_from_optical", "SyntheticBagWriter", "write_sequence",
+           "build_parser", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -62,102 +73,11 @@ IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 
-_ENCODINGS = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1), "16UC1": (np.uint16, 1),
-              "mono16": (np.uint16, 1), "32SC1": (np.int32, 1), "32FC1": (np.float32, 1)}
-
 _ZERO = QosTime(sec=0, nsec=0)
 _TRANSIENT_LOCAL = Qos(history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
                        durability=QosDurability.TRANSIENT_LOCAL, deadline=_ZERO, lifespan=_ZERO,
                        liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=_ZERO,
                        avoid_ros_namespace_conventions=False)
-
-
-def bag_location(path, storage: str | None = None) -> tuple[Path, str]:
-    """Where a bag named ``path`` goes: rosbag2 bags are directories, so ``out/rec.mcap`` becomes the bag
-    directory ``out/rec`` with MCAP storage and ``out/rec.db3`` one with sqlite3 storage; a name without
-    those suffixes uses ``storage`` (default ``mcap``)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".mcap", ".db3"):
-        inferred = "mcap" if suffix == ".mcap" else "sqlite3"
-        if storage is not None and storage != inferred:
-            raise ValueError(f"{path}: suffix {suffix} contradicts storage {storage!r}")
-        return path.with_suffix(""), inferred
-    storage = storage or "mcap"
-    if storage not in ("mcap", "sqlite3"):
-        raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
-    return path, storage
-
-
-def _stamp(store, stamp_ns: int):
-    return store.types["builtin_interfaces/msg/Time"](sec=int(stamp_ns // 10**9), nanosec=int(stamp_ns % 10**9))
-
-
-def _header(store, stamp_ns: int, frame_id: str):
-    return store.types["std_msgs/msg/Header"](stamp=_stamp(store, stamp_ns), frame_id=frame_id)
-
-
-def image_message(store, array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = OPTICAL_FRAME):
-    """A ``sensor_msgs/msg/Image`` holding ``array`` (``(H, W)`` or ``(H, W, C)``) in ``encoding``."""
-    if encoding not in _ENCODINGS:
-        raise ValueError(f"unsupported encoding {encoding!r}; known: {sorted(_ENCODINGS)}")
-    dtype, channels = _ENCODINGS[encoding]
-    arr = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
-    if arr.ndim != (2 if channels == 1 else 3) or (channels > 1 and arr.shape[2] != channels):
-        raise ValueError(f"array of shape {array.shape} does not fit encoding {encoding}")
-    h, w = arr.shape[:2]
-    return store.types[IMAGE](header=_header(store, stamp_ns, frame_id), height=h, width=w, encoding=encoding,
-                              is_bigendian=0, step=w * channels * arr.itemsize,
-                              data=np.frombuffer(arr.tobytes(), np.uint8))
-
-
-def image_to_numpy(msg) -> np.ndarray:
-    """A ``sensor_msgs/msg/Image`` (encodings of :data:`_ENCODINGS`) -> ``(H, W)`` or ``(H, W, C)`` array."""
-    if msg.encoding not in _ENCODINGS:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r}")
-    dtype, channels = _ENCODINGS[msg.encoding]
-    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    row = msg.width * channels * dt.itemsize
-    raw = np.asarray(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row]
-    arr = np.frombuffer(raw.tobytes(), dt).reshape(msg.height, msg.width, channels)
-    arr = arr.astype(dt.newbyteorder("="))
-    return arr[..., 0] if channels == 1 else arr
-
-
-def camera_info_message(store, intrinsics: np.ndarray, height: int, width: int, stamp_ns: int,
-                        frame_id: str = OPTICAL_FRAME):
-    """A ``sensor_msgs/msg/CameraInfo`` for an undistorted pinhole camera (``plumb_bob``, zero D)."""
-    k = np.asarray(intrinsics, np.float64)
-    p = np.zeros((3, 4))
-    p[:, :3] = k
-    roi = store.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
-                                                           do_rectify=False)
-    return store.types[CAMERA_INFO](header=_header(store, stamp_ns, frame_id), height=int(height),
-                                    width=int(width), distortion_model="plumb_bob", d=np.zeros(5),
-                                    k=k.ravel().copy(), r=np.eye(3).ravel(), p=p.ravel(), binning_x=0,
-                                    binning_y=0, roi=roi)
-
-
-def transform_message(store, matrix: np.ndarray, stamp_ns: int, parent: str, child: str):
-    """A ``geometry_msgs/msg/TransformStamped`` ``parent -> child`` from a ``(4, 4)`` child-to-parent matrix."""
-    m = np.asarray(matrix, np.float64)
-    q = quaternion_from_matrix(m[:3, :3])
-    t = store.types
-    return t["geometry_msgs/msg/TransformStamped"](
-        header=_header(store, stamp_ns, parent), child_frame_id=child,
-        transform=t["geometry_msgs/msg/Transform"](
-            translation=t["geometry_msgs/msg/Vector3"](x=float(m[0, 3]), y=float(m[1, 3]), z=float(m[2, 3])),
-            rotation=t["geometry_msgs/msg/Quaternion"](x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))))
-
-
-def transform_to_matrix(msg) -> np.ndarray:
-    """``geometry_msgs/msg/TransformStamped`` (or ``Transform``) -> ``(4, 4)`` child-to-parent matrix."""
-    tf = getattr(msg, "transform", msg)
-    m = np.eye(4)
-    r = tf.rotation
-    m[:3, :3] = matrix_from_quaternion([r.x, r.y, r.z, r.w])
-    m[:3, 3] = [tf.translation.x, tf.translation.y, tf.translation.z]
-    return m
 
 
 def link_from_optical() -> np.ndarray:
@@ -167,11 +87,19 @@ def link_from_optical() -> np.ndarray:
     return m
 
 
+def _integer_image(arr, what: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.dtype.kind not in "ui":
+        raise ValueError(f"{what} must be an integer array, got dtype {a.dtype}")
+    return a
+
+
 class SyntheticBagWriter:
     """Writes RGB-D frames, camera infos, TF and ground-truth images to a new rosbag2 bag.
 
     Use as a context manager; call :meth:`write_frame` once per frame in time order. ``path`` is resolved
-    by :func:`bag_location`; the bag directory must not exist yet.
+    by :func:`bifusion_ros.bag_paths.bag_location` (``NAME.mcap`` -> bag directory ``NAME``); the bag directory
+    must not exist yet.
     """
 
     def __init__(self, path, storage: str | None = None, distro: str = "ROS2_HUMBLE"):
@@ -179,6 +107,7 @@ class SyntheticBagWriter:
         if self.path.exists():
             raise FileExistsError(f"bag {self.path} already exists (remove it or choose another name)")
         self.store = typestore(distro)
+        self.msgs = rosbags_factory(self.store)
         self._writer: Writer | None = None
         self._conns: dict[str, object] = {}
         self._static_written = False
@@ -210,36 +139,118 @@ class SyntheticBagWriter:
 
     def write_frame(self, stamp_ns: int, rgb: np.ndarray, depth_mm: np.ndarray, intrinsics: np.ndarray,
                     pose: np.ndarray, semantic: np.ndarray | None = None, instance: np.ndarray | None = None) -> None:
-        """One frame.
+        """One frame. Every message is built (and checked) before any is written, so a bad frame leaves the bag
+        as it was.
 
         Args:
             stamp_ns: acquisition time (ns); also the bag receive time.
             rgb: ``(H, W, 3)`` uint8 RGB.
-            depth_mm: ``(H, W)`` uint16 millimetres aligned to ``rgb`` (0 invalid).
-            intrinsics: ``(3, 3)`` of both images.
-            pose: ``(4, 4)`` optical-frame camera-to-map transform (a ScanNet pose).
-            semantic, instance: optional ``(H, W)`` ground truth (label ids, instance ids; 0 none).
+            depth_mm: ``(H, W)`` integer (uint16) millimetres aligned to ``rgb`` (0 invalid).
+            intrinsics: ``(3, 3)`` camera matrix of both images, pixels.
+            pose: ``(4, 4)`` optical-frame camera-to-map transform (a ScanNet pose), metres.
+            semantic, instance: optional ``(H, W)`` integer ground truth (label ids, instance ids; 0 none).
+
+        Raises:
+            ValueError: sizes that differ, a non-integer depth or id image, ids outside 0..65535, intrinsics or a
+                pose that :mod:`bifusion_ros.convert` refuses (not a pinhole matrix, not rigid).
         """
         if self._writer is None:
             raise RuntimeError("SyntheticBagWriter must be used as a context manager")
-        h, w = depth_mm.shape
-        if rgb.shape != (h, w, 3):
-            raise ValueError(f"rgb {rgb.shape} and depth {depth_mm.shape} sizes differ")
-        s = self.store
+        h, w = check_rgb_depth(np.asarray(rgb), _integer_image(depth_mm, "depth_mm (millimetres)"))
+        msgs, stamp_ns = self.msgs, int(stamp_ns)
+        stamp = make_time(msgs, stamp_ns)
+        optical = make_header(msgs, OPTICAL_FRAME, stamp)
+        out = []
         if not self._static_written:
-            tf = transform_message(s, link_from_optical(), stamp_ns, BODY_FRAME, OPTICAL_FRAME)
-            self._write(TOPIC_TF_STATIC, s.types[TF_MESSAGE](transforms=[tf]), stamp_ns)
-            self._static_written = True
+            tf = matrix_to_transform(link_from_optical(), msgs, make_header(msgs, BODY_FRAME, stamp), OPTICAL_FRAME)
+            out.append((TOPIC_TF_STATIC, msgs(TF_MESSAGE)(transforms=[tf])))
         map_link = np.asarray(pose, np.float64) @ np.linalg.inv(link_from_optical())
-        tf = transform_message(s, map_link, stamp_ns, MAP_FRAME, BODY_FRAME)
-        self._write(TOPIC_TF, s.types[TF_MESSAGE](transforms=[tf]), stamp_ns)
-        self._write(TOPIC_COLOR_INFO, camera_info_message(s, intrinsics, h, w, stamp_ns), stamp_ns)
-        self._write(TOPIC_COLOR, image_message(s, rgb, "rgb8", stamp_ns), stamp_ns)
-        self._write(TOPIC_DEPTH_INFO, camera_info_message(s, intrinsics, h, w, stamp_ns), stamp_ns)
-        self._write(TOPIC_DEPTH, image_message(s, depth_mm, "16UC1", stamp_ns), stamp_ns)
+        tf = matrix_to_transform(map_link, msgs, make_header(msgs, MAP_FRAME, stamp), BODY_FRAME)
+        out.append((TOPIC_TF, msgs(TF_MESSAGE)(transforms=[tf])))
+        info = intrinsics_to_camera_info(intrinsics, optical, msgs, width=w, height=h)
+        out += [(TOPIC_COLOR_INFO, info), (TOPIC_COLOR, numpy_to_image(rgb, "rgb8", optical, msgs)),
+                (TOPIC_DEPTH_INFO, info), (TOPIC_DEPTH, numpy_to_image(depth_mm, "16UC1", optical, msgs))]
         for topic, arr in ((TOPIC_GT_SEMANTIC, semantic), (TOPIC_GT_INSTANCE, instance)):
             if arr is not None:
-                if np.asarray(arr).max(initial=0) > 65535 or np.asarray(arr).min(initial=0) < 0:
+                ids = _integer_image(arr, topic)
+                if ids.max(initial=0) > 65535 or ids.min(initial=0) < 0:
                     raise ValueError(f"{topic}: ids must fit 16UC1 (0..65535)")
-                self._write(topic, image_message(s, arr, "16UC1", stamp_ns), stamp_ns)
+                if ids.shape != (h, w):
+                    raise ValueError(f"{topic}: ground truth {ids.shape} and depth {(h, w)} sizes differ")
+                out.append((topic, numpy_to_image(ids, "16UC1", optical, msgs)))
+        for topic, msg in out:
+            self._write(topic, msg, stamp_ns)
+        self._static_written = True
         self.frames += 1
+
+
+def write_sequence(seq, path, storage: str | None = None, progress: bool = False, desc: str | None = None) -> Path:
+    """Render every frame of ``seq`` (a :class:`bifusion_core.data.synthetic.SyntheticSequence`) into a new bag
+    ``path`` (see :class:`SyntheticBagWriter`), ground truth included; returns the bag directory."""
+    from tqdm import tqdm
+
+    with SyntheticBagWriter(path, storage) as writer:
+        for i in tqdm(range(len(seq)), desc=desc or writer.path.name, unit="frame", disable=not progress):
+            r = seq.render(i)
+            writer.write_frame(int(seq.stamps_ns[i]), r.rgb, r.depth_mm, r.intrinsics, r.pose, r.semantic,
+                               r.instance)
+    return writer.path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m bifusion_ros.synthetic_bag`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="python -m bifusion_ros.synthetic_bag", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Render procedural RGB-D rooms (bifusion_core.data.synthetic) into rosbag2 recordings laid out\n"
+                    "like a RealSense recording, with TF and ground-truth images, for bifusion_ros.replay and the\n"
+                    "node. Scene i uses seed S + i. FILE.mcap gives the bag directory FILE (MCAP storage), FILE.db3\n"
+                    "one with sqlite3 storage; with several scenes the scene name is appended (FILE.mcap ->\n"
+                    "FILE_synth0000_00/, ...). Prints the bag directories written, one a line.",
+        epilog=__doc__)
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.mcap",
+                   help="bag to write: FILE.mcap, FILE.db3 or a directory name (must not exist)")
+    p.add_argument("--storage", choices=STORAGES, help="storage of a --out without suffix (default mcap)")
+    p.add_argument("--scenes", type=int, default=1, help="number of scenes, one bag each (default 1)")
+    p.add_argument("--frames", type=int, default=100, help="frames per scene (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first scene (default 0)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of the stamps (default 30)")
+    p.add_argument("--loop", type=float, default=1.0, help="share of the camera loop travelled (default 1)")
+    p.add_argument("--width", type=int, default=640, help="image width (default 640; intrinsics scale with it)")
+    p.add_argument("--height", type=int, default=480, help="image height (default 480)")
+    p.add_argument("--no-ceiling", action="store_true", help="rooms without a ceiling")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None) -> int:
+    """``python -m bifusion_ros.synthetic_bag``: 0 written, 2 bad arguments or an existing bag."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from bifusion_core.data.synthetic import CameraConfig, SceneConfig, SequenceConfig, SyntheticSequence
+    from bifusion_core.data.synthetic.__main__ import scene_name
+
+    try:
+        if args.scenes < 1:
+            raise ValueError(f"--scenes must be >= 1, got {args.scenes}")
+        seq_cfg = SequenceConfig(n_frames=args.frames, fps=args.fps, loop_fraction=args.loop,
+                                 scene=SceneConfig(ceiling=not args.no_ceiling),
+                                 camera=CameraConfig.scaled(args.width, args.height))
+        seeds = [args.seed + i for i in range(args.scenes)]
+        targets = [scene_bag_path(args.out, scene_name(s), args.scenes) for s in seeds]
+        for t in targets:  # all refused before anything is rendered
+            directory, _ = bag_location(t, args.storage)
+            if directory.exists():
+                raise FileExistsError(f"bag {directory} already exists (remove it or choose another name)")
+        for seed, target in zip(seeds, targets):
+            seq = SyntheticSequence(seed, seq_cfg)
+            log.info("%s: room %.1f x %.1f x %.1f m, %d objects, %d frames %dx%d", scene_name(seed), *seq.scene.size,
+                     len(seq.scene.objects), len(seq), args.width, args.height)
+            print(write_sequence(seq, target, args.storage, progress=not args.quiet, desc=scene_name(seed)))
+    except (ValueError, FileExistsError) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

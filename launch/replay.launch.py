@@ -3,7 +3,7 @@
 Runs ``ros2 bag play BAG --clock`` (the bag's ``/clock`` drives the node: ``use_sim_time:=true``) and the
 ``bifusion`` node with ``config/realsense.yaml``; the bag must hold the RealSense topics the node subscribes
 (colour, aligned depth and its camera info) and ``/tf`` + ``/tf_static`` with the camera pose in the world
-frame (as ``python -m bifusion_core.data.synthetic --bag`` writes). Without ROS, ``bifusion_replay`` evaluates
+frame (as ``python -m bifusion_ros.synthetic_bag --out FILE.mcap`` writes). Without ROS, ``bifusion_replay`` evaluates
 a bag offline instead.
 
     ros2 launch bifusion_ros replay.launch.py bag:=room.mcap rate:=0.5 device:=cuda rviz:=true

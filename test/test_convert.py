@@ -16,8 +16,10 @@ from bifusion_ros.convert import (
     cloud_to_numpy,
     image_to_numpy,
     instance_array,
+    intrinsics_to_camera_info,
     labelled_cloud,
     make_header,
+    make_time,
     marker_array,
     matrix_to_pose,
     matrix_to_transform,
@@ -213,6 +215,96 @@ def test_camera_info_invalid_k():
         camera_info_to_intrinsics(camera_info(k=(500, 0, 1, 0, 500, 1, 0, 0, 0)))
     with pytest.raises(ValueError, match="skew"):
         camera_info_to_intrinsics(camera_info(k=(500, 2, 1, 0, 500, 1, 0, 0, 1)))
+
+
+def test_intrinsics_to_camera_info_round_trips_and_checks():
+    K = np.array([[615.0, 0.0, 320.5], [0.0, 616.0, 240.25], [0.0, 0.0, 1.0]])
+    msg = cdr(intrinsics_to_camera_info(K, header(), F, width=640, height=480))
+    assert (msg.width, msg.height, msg.distortion_model, msg.header.frame_id) == (640, 480, "plumb_bob",
+                                                                                  "camera_color_optical_frame")
+    np.testing.assert_array_equal(msg.d, np.zeros(5))
+    np.testing.assert_array_equal(msg.k.reshape(3, 3), K)
+    np.testing.assert_array_equal(msg.r.reshape(3, 3), np.eye(3))
+    np.testing.assert_array_equal(msg.p.reshape(3, 4), np.hstack([K, np.zeros((3, 1))]))
+    assert (msg.binning_x, msg.binning_y, msg.roi.width, msg.roi.height) == (0, 0, 0, 0)
+    intr = camera_info_to_intrinsics(msg)
+    assert tuple(intr) == (615.0, 616.0, 320.5, 240.25, 640, 480)
+    # an Intrinsics (here a D455 colour stream with plumb_bob coefficients) is written as it is read
+    distorted = camera_info_to_intrinsics(camera_info(d=(-0.055, 0.066, 0.0003, 0.0007, -0.021)))
+    assert camera_info_to_intrinsics(cdr(intrinsics_to_camera_info(distorted, header(), F))) == distorted
+    # the rules camera_info_to_intrinsics applies
+    for bad, match in ((np.zeros((3, 3)), "uncalibrated"), (np.diag([500.0, 500.0, 0.0]), "bottom row"),
+                       (np.array([[500.0, 1.0, 0.0], [0.0, 500.0, 0.0], [0.0, 0.0, 1.0]]), "skew"),
+                       (np.full((3, 3), np.nan), "non-finite"), (np.eye(4), r"\(3, 3\)")):
+        with pytest.raises(ValueError, match=match):
+            intrinsics_to_camera_info(bad, header(), F, width=640, height=480)
+    with pytest.raises(ValueError, match="must be positive"):
+        intrinsics_to_camera_info(K, header(), F, width=0, height=480)
+    with pytest.raises(ValueError, match="width and height are required"):
+        intrinsics_to_camera_info(K, header(), F)
+    with pytest.raises(ValueError, match="contradicts"):
+        intrinsics_to_camera_info(intr, header(), F, width=320)
+    from bifusion_ros.convert import Intrinsics
+
+    with pytest.raises(ValueError, match="distortion_model 'equidistant' with non-zero"):
+        intrinsics_to_camera_info(Intrinsics(500, 500, 1, 1, 2, 2, "equidistant", (0.1,)), header(), F)
+
+
+def test_camera_info_for_rclpy_style_classes_uses_python_floats():
+    """rclpy's generated setters accept lists of Python floats for ``d`` (a sequence) and ``k``/``r``/``p``
+    (fixed arrays); a factory whose classes are not rosbags' gets exactly that."""
+    made = {}
+
+    def ctor(name):
+        def build(**fields):
+            made.setdefault(name, []).append(fields)
+            return SimpleNamespace(**fields)
+        return build
+
+    family = {n: ctor(n) for n in ("sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/RegionOfInterest")}
+    msg = intrinsics_to_camera_info(np.diag([400.0, 410.0, 1.0]), "hdr", family, width=8, height=6)
+    for field, n in (("d", 5), ("k", 9), ("r", 9), ("p", 12)):
+        value = getattr(msg, field)
+        assert type(value) is list and len(value) == n and all(type(v) is float for v in value), field
+    assert type(msg.width) is int and msg.header == "hdr" and msg.k[0] == 400.0 and msg.p[5] == 410.0
+
+
+def test_make_time_is_exact_nanoseconds():
+    t = make_time(F, 1_700_000_000_123_456_789)
+    assert (t.sec, t.nanosec) == (1_700_000_000, 123_456_789)
+    h = make_header(F, "map", t)
+    assert (h.stamp.sec, h.stamp.nanosec, h.frame_id) == (1_700_000_000, 123_456_789, "map")
+
+
+def test_package_layout_re_exports_one_module_per_family():
+    import importlib
+
+    from bifusion_ros import convert
+
+    families = {
+        "factory": ["MessageFactory", "rosbags_factory", "rclpy_factory", "make_time", "make_header"],
+        "image": ["IMAGE_ENCODINGS", "COLOUR_ENCODINGS", "DEPTH_ENCODINGS", "RAW_ENCODINGS", "image_to_numpy",
+                  "raw_image_array", "numpy_to_image", "check_rgb_depth"],
+        "camera_info": ["Intrinsics", "camera_info_to_intrinsics", "intrinsics_to_camera_info"],
+        "transform": ["quaternion_to_matrix", "matrix_to_quaternion", "transform_to_tq", "transform_to_matrix",
+                      "matrix_to_transform", "matrix_to_pose"],
+        "cloud": ["CLOUD_FIELDS", "pack_rgb", "unpack_rgb", "labelled_cloud", "cloud_to_numpy"],
+        "markers": ["InstanceLike", "CLASS_PALETTE", "class_colour", "marker_array", "instance_array"],
+    }
+    exported = []
+    for family, names in families.items():
+        module = importlib.import_module(f"bifusion_ros.convert.{family}")
+        assert sorted(module.__all__) == sorted(names), family
+        for name in names:
+            assert getattr(convert, name) is getattr(module, name), name
+        exported += names
+    assert sorted(convert.__all__) == sorted(exported)
+    # the quaternion maths is bifusion_core's, not a second copy
+    from bifusion_core.data import frame
+    from bifusion_ros.convert import transform
+
+    assert transform.matrix_from_quaternion is frame.matrix_from_quaternion
+    assert transform.quaternion_from_matrix is frame.quaternion_from_matrix
 
 
 # -------------------------------------------------------------------------------------------------- transforms

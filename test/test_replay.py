@@ -1,6 +1,6 @@
 """Rosbag replay without ROS (bifusion_ros.replay) and the demo CLI.
 
-A 4-frame 160x120 synthetic recording (generator + bifusion_ros/synthetic_bag.py) is replayed end to end with a
+A 4-frame 160x120 synthetic recording (``python -m bifusion_ros.synthetic_bag``) is replayed end to end with a
 tiny random checkpoint; an oracle processor that answers with the ground truth checks the scoring (mIoU and AP
 of 1); copies of the bag without camera info or without TF check the errors and the skip counting.
 """
@@ -15,12 +15,12 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from bifusion_core.data.scannet.classes import SCANNET200
 from bifusion_core.data.synthetic import OBJECT_CLASSES, CameraConfig, SequenceConfig, SyntheticSequence
-from bifusion_core.data.synthetic.__main__ import main as synth_main
 from bifusion_ros.convert import cloud_to_numpy, image_to_numpy
 from bifusion_ros.interfaces import typestore
 from bifusion_ros.params import SKIP_REASONS
 from bifusion_ros.replay import OUTPUT_TOPICS, ReplayConfig, main, replay, run
 from bifusion_ros.synthetic_bag import OPTICAL_FRAME, TOPIC_COLOR_INFO, TOPIC_DEPTH_INFO, TOPIC_TF, TOPIC_TF_STATIC
+from bifusion_ros.synthetic_bag import main as bag_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED, FRAMES, W, H = 7, 4, 160, 120
@@ -58,8 +58,8 @@ def copy_bag(src, dst, drop=(), shift_ns=0):
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     out = tmp_path_factory.mktemp("rec")
-    assert synth_main(["--out", str(out / "synth"), "--frames", str(FRAMES), "--seed", str(SEED), "--width", str(W),
-                       "--height", str(H), "--loop", "0.25", "--no-cloud", "--bag", str(out / "rec.mcap"), "-q"]) == 0
+    assert bag_main(["--out", str(out / "rec.mcap"), "--frames", str(FRAMES), "--seed", str(SEED), "--width", str(W),
+                     "--height", str(H), "--loop", "0.25", "-q"]) == 0
     return out / "rec"
 
 
@@ -148,12 +148,12 @@ def test_output_bag_holds_what_the_node_publishes(replayed, recording):
 class Oracle:
     """A processor answering with the recording's ground truth (every 4th pixel), to check the scoring."""
 
-    def __init__(self):
+    def __init__(self, seed=SEED, frames=FRAMES, camera=CAM):
         from bifusion_core.train.data import class_lookup
 
         self.class_names = list(CLASSES)
         self.lut = class_lookup(CLASSES)
-        self.seq = SyntheticSequence(SEED, SequenceConfig(n_frames=FRAMES, loop_fraction=0.25, camera=CAM))
+        self.seq = SyntheticSequence(seed, SequenceConfig(n_frames=frames, loop_fraction=0.25, camera=camera))
 
     def process(self, frame):
         import torch
@@ -241,11 +241,35 @@ def test_a_missing_bag_is_exit_code_2_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize("module", ["bifusion_ros.demo", "bifusion_ros.replay"])
-def test_help(module):
+@pytest.mark.parametrize("module, option", [("bifusion_ros.demo", "--frames"),
+                                            ("bifusion_ros.replay", "--on-missing-tf"),
+                                            ("bifusion_ros.synthetic_bag", "--scenes")])
+def test_help(module, option):
     proc = _cli("-m", module, "--help")
     assert proc.returncode == 0 and "usage: python -m " + module in proc.stdout
-    assert ("--frames" if module.endswith("demo") else "--on-missing-tf") in proc.stdout
+    assert option in proc.stdout
+
+
+def test_a_bag_from_the_synthetic_bag_cli_is_replayed_and_scored(tmp_path):
+    """``python -m bifusion_ros.synthetic_bag`` (a subprocess, as a user runs it) writes a bag that replay reads,
+    synchronises, locates with TF and scores against its ground truth, named as the CLI was given it."""
+    seed, frames, w, h = 3, 2, 64, 48
+    proc = _cli("-m", "bifusion_ros.synthetic_bag", "--out", str(tmp_path / "small.mcap"), "--frames", str(frames),
+                "--seed", str(seed), "--width", str(w), "--height", str(h), "--loop", "0.25", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(tmp_path / "small")]
+    assert (tmp_path / "small" / "metadata.yaml").is_file() and (tmp_path / "small" / "small.mcap").is_file()
+    m = replay(ReplayConfig(bag=tmp_path / "small.mcap", out=tmp_path / "out", save_every=0, min_region_size=1,
+                            progress=False), processor=Oracle(seed, frames, CameraConfig.scaled(w, h)))
+    assert m["bag"] == str(tmp_path / "small")
+    f = m["frames"]
+    assert (f["colour_images"], f["synchronised"], f["processed"], f["skipped"]) == (frames, frames, frames, 0)
+    assert f["evaluated"] == frames and f["without_gt"] == 0 and f["identity_pose"] == 0
+    assert m["semantic"]["miou"] == pytest.approx(1.0)
+    _, msgs = read_bag(tmp_path / "out" / "output_bag")
+    clouds = msgs[OUTPUT_TOPICS["cloud"]]
+    assert len(clouds) == frames and all(c.header.frame_id == "map" for _, c in clouds)
+    assert msgs[OUTPUT_TOPICS["alpha"]][0][1].width == w
 
 
 def test_early_stop_waits_for_ground_truth_by_bag_time_not_header_stamps(recording, tmp_path):

@@ -197,12 +197,17 @@ def test_cli_writes_scannet_layout(tmp_path):
     assert dist.max() < 1e-3
 
 
-def test_cli_bad_arguments(tmp_path, caplog):
+def test_cli_bad_arguments(tmp_path, caplog, capsys):
     assert synth_main(["--out", str(tmp_path), "--frames", "0", "-q"]) == 2
     assert "n_frames" in caplog.text
     with pytest.raises(SystemExit) as exc:
         synth_main(["--help"])
     assert exc.value.code == 0
+    # bags are written on the ROS side (python -m bifusion_ros.synthetic_bag): the core CLI has no --bag
+    with pytest.raises(SystemExit) as exc:
+        synth_main(["--out", str(tmp_path), "--bag", str(tmp_path / "rec.mcap"), "-q"])
+    assert exc.value.code == 2 and "unrecognized arguments: --bag" in capsys.readouterr().err
+    assert not (tmp_path / "rec").exists()
 
 
 def test_core_imports_no_ros_or_bag_library():

@@ -2,7 +2,8 @@
 
 * :func:`synthetic_room_cloud` -- a quick room point cloud for backbone benchmarks.
 * :func:`generate_scene` / :class:`SyntheticSequence` -- furnished rooms rendered as RGB-D sequences with
-  ScanNet200 ground truth; ``python -m bifusion_core.data.synthetic`` writes them to disk (and to bags).
+  ScanNet200 ground truth; ``python -m bifusion_core.data.synthetic`` writes them to disk in ScanNet's layout
+  (``python -m bifusion_ros.synthetic_bag`` writes them as rosbag2 recordings).
 """
 from .export import ExportConfig, export_sequence
 from .render import CameraConfig, RenderedFrame, Renderer

@@ -1,4 +1,4 @@
-"""Write a :class:`~.sequence.SyntheticSequence` in ScanNet's exported-frame layout (and, optionally, to a bag).
+"""Write a :class:`~.sequence.SyntheticSequence` in ScanNet's exported-frame layout.
 
 Per scene ``ROOT/NAME/``: ``color/N.jpg``, ``depth/N.png`` (uint16 mm), ``pose/N.txt``, ``intrinsic/*.txt``,
 ``label-filt/N.png`` (uint16 ScanNet200 label ids), ``instance-filt/N.png`` (uint16 instance ids),
@@ -91,10 +91,9 @@ def _config_dict(obj) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
 
 
-def export_sequence(seq: SyntheticSequence, root, name: str, config: ExportConfig | None = None, bag=None,
+def export_sequence(seq: SyntheticSequence, root, name: str, config: ExportConfig | None = None,
                     progress: bool = True) -> dict:
-    """Render every frame of ``seq`` and write it under ``root/name`` (and to ``bag``, a
-    ``bifusion_ros.synthetic_bag.SyntheticBagWriter``, when given). Returns a summary dict."""
+    """Render every frame of ``seq`` and write it under ``root/name``. Returns a summary dict."""
     cfg = config or ExportConfig()
     root = Path(root)
     scene_dir = root / name
@@ -115,8 +114,6 @@ def export_sequence(seq: SyntheticSequence, root, name: str, config: ExportConfi
         _imwrite(scene_dir / L.LABEL_DIR / f"{i}.png", r.semantic)
         _imwrite(scene_dir / L.INSTANCE_DIR / f"{i}.png", r.instance)
         L.write_matrix(scene_dir / L.POSE_DIR / f"{i}.txt", r.pose)
-        if bag is not None:
-            bag.write_frame(int(seq.stamps_ns[i]), r.rgb, r.depth_mm, r.intrinsics, r.pose, r.semantic, r.instance)
         if fuser is not None:
             fuser.add(r)
     elapsed = time.perf_counter() - t0
