@@ -22,7 +22,7 @@ help:
 
 $(STAMP): requirements.txt setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade -qq pip setuptools wheel
+	$(PIP) install --upgrade -qq pip wheel
 	$(PIP) install -qq -r requirements.txt
 	$(PIP) install -qq --no-deps --no-build-isolation -e .
 	@touch $(STAMP)

@@ -13,9 +13,10 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            "bifusion_node = bifusion_ros.node:main",
+            # the same executables as CMakeLists.txt installs into lib/bifusion_ros for ros2 run / launch
+            "bifusion_node = bifusion_ros.node_cli:main",
             "bifusion_replay = bifusion_ros.replay:main",
-            "bifusion_train = bifusion_core.train:main",
+            "bifusion_train = bifusion_core.train.__main__:main",
         ]
     },
 )

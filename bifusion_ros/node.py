@@ -34,6 +34,7 @@ import numpy as np
 
 import message_filters
 import rclpy
+import rclpy.logging
 import tf2_ros
 from bifusion_ros.msg import InstanceArray
 from diagnostic_msgs.msg import DiagnosticArray
@@ -45,6 +46,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.duration import Duration
+from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
@@ -53,16 +55,21 @@ from visualization_msgs.msg import MarkerArray
 
 from bifusion_ros import convert
 from bifusion_ros.frame_io import FrameSkipped, frame_inputs, frame_outputs, load_processor, result_outputs
-from bifusion_ros.params import NODE_NAME, PARAMS, SKIP_REASONS, spec, validate
+from bifusion_ros.params import NODE_NAME, PARAMS, SKIP_REASONS, coerce, spec
 from bifusion_ros.sync import stamp_to_ns
 from bifusion_ros.worker import LatencyStats, LatestFrameWorker
 
-__all__ = ["BiFusionNode", "FrameSkipped", "frame_inputs", "result_outputs", "load_processor", "main"]
+__all__ = ["BiFusionNode", "FrameSkipped", "StartupError", "frame_inputs", "result_outputs", "load_processor", "main"]
 
 OUTPUT_QOS_DEPTH = 2
 """Keep-last depth of the (reliable) output publishers: a late subscriber gets the newest frame, never a backlog."""
 
 _SKIP_LOG_PERIOD = 5.0
+
+
+class StartupError(Exception):
+    """The node cannot start: a parameter of the wrong type or out of range, an unloadable checkpoint, a class
+    list the checkpoint refuses. :func:`main` logs it as one line and exits with status 1."""
 
 
 @dataclass
@@ -90,8 +97,12 @@ def _descriptor(p) -> Any:
     kwargs: dict[str, Any] = {
         "name": p.name, "type": int(getattr(ParameterType, _PARAM_TYPES[p.type])), "description": p.description,
         "additional_constraints": p.constraints, "read_only": bool(p.read_only),
-        # an empty default list would be typed BYTE_ARRAY by rclpy (ros2/rclpy#912): let a string array replace it
-        "dynamic_typing": p.type is list,
+        # rclpy fixes a statically typed parameter's type from its default and refuses anything else, at
+        # declare time (``-p tf_timeout:=0``) and on ``ros2 param set``. Dynamic typing lets
+        # :func:`~bifusion_ros.params.validate` decide instead, for
+        # - float parameters: users type integers for doubles all the time (``depth_scale:=1``);
+        # - the string list: an empty default would be typed BYTE_ARRAY by rclpy (ros2/rclpy#912).
+        "dynamic_typing": p.type in (list, float),
     }
     if p.range is not None and p.type is float:
         kwargs["floating_point_range"] = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]),
@@ -124,18 +135,28 @@ class BiFusionNode(Node):
         self.stats = LatencyStats(window=100)
 
         for p in PARAMS:
-            self.declare_parameter(p.name, p.default, _descriptor(p))
+            try:
+                self.declare_parameter(p.name, p.default, _descriptor(p))
+            except (ParameterException, ValueError, TypeError) as exc:  # rclpy's wrong-type / out-of-range override
+                raise StartupError(f"invalid parameter {p.name}: {exc}") from None
         self._cfg = self._read_parameters()
         cfg = self._cfg
 
         # the model; classes are applied after loading so that the checkpoint's list is known
         self._proc_lock = threading.Lock()
         if processor is None:
-            processor = load_processor(cfg["checkpoint"], cfg["device"], cfg["half"], cfg["voxel_size"])
+            try:
+                processor = load_processor(cfg["checkpoint"], cfg["device"], cfg["half"], cfg["voxel_size"])
+            except (OSError, ValueError, RuntimeError) as exc:
+                where = cfg["checkpoint"] or "the shipped demo checkpoint"
+                raise StartupError(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
         self.processor = processor
         self.checkpoint_classes = list(getattr(processor, "class_names", []) or [])
         if cfg["classes"]:
-            processor.set_classes(list(cfg["classes"]))
+            try:
+                processor.set_classes(list(cfg["classes"]))
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise StartupError(f"invalid parameter classes: {exc}") from None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         # TF: the listener's subscriptions run on this node's executor; lookups happen on the worker thread
@@ -175,30 +196,28 @@ class BiFusionNode(Node):
     def _read_parameters(self) -> dict[str, Any]:
         cfg = {}
         for p in PARAMS:
-            value = self.get_parameter(p.name).value
-            if p.type is list:
-                value = list(value) if value is not None else []
-            elif p.type is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            err = validate(p.name, value)
+            value, err = coerce(p.name, self.get_parameter(p.name).value)
             if err:
-                raise ValueError(f"invalid parameter: {err}")
+                raise StartupError(f"invalid parameter: {err}")
             cfg[p.name] = value
         return cfg
 
     def _on_set_parameters(self, parameters) -> Any:
+        """rclpy's on-set callback: accept or refuse with a reason; never raises (an exception here would
+        escape ``rclpy.spin`` and end the node)."""
+        try:
+            return self._apply_parameters(parameters)
+        except Exception as exc:  # noqa: BLE001 - refuse the change, keep the node
+            return SetParametersResult(successful=False, reason=f"{type(exc).__name__}: {exc}")
+
+    def _apply_parameters(self, parameters) -> Any:
         updates: dict[str, Any] = {}
         for prm in parameters:
             try:
                 p = spec(prm.name)
             except KeyError:
                 continue  # use_sim_time and other parameters that are not ours
-            value = prm.value
-            if p.type is list:
-                value = list(value) if value is not None else []
-            elif p.type is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            err = validate(p.name, value)
+            value, err = coerce(p.name, prm.value)
             if err is None and p.read_only and value != self._cfg[p.name]:
                 err = f"{p.name} is read-only (restart the node to change it)"
             if err:
@@ -406,23 +425,36 @@ class BiFusionNode(Node):
         return super().destroy_node()
 
 
-def main(args=None) -> None:
-    """``bifusion_node`` entry point: spin the node until Ctrl-C / shutdown."""
+def main(args=None) -> int:
+    """Spin the node until Ctrl-C / shutdown. ``args``: the command line for ``rclpy.init`` (``--ros-args ...``).
+
+    Returns the exit status: 0 after a normal shutdown, 1 when the node could not start (:class:`StartupError`:
+    logged as one line, no traceback)."""
     rclpy.init(args=args)
     node = None
+    status = 0
     try:
         node = BiFusionNode()
         rclpy.spin(node)
+    except StartupError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        status = 1
     except KeyboardInterrupt:
         pass
-    except Exception as exc:  # rclpy.executors.ExternalShutdownException and start-up errors
+    except Exception as exc:  # rclpy.executors.ExternalShutdownException
         if type(exc).__name__ != "ExternalShutdownException":
             raise
     finally:
-        if node is not None:
-            node.destroy_node()
+        try:
+            if node is not None:
+                node.destroy_node()
+        except KeyboardInterrupt:  # a second Ctrl-C during clean-up (ros2 launch forwards one of its own)
+            pass
         rclpy.try_shutdown()
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main(sys.argv))

@@ -28,6 +28,7 @@ __all__ = [
     "spec",
     "defaults",
     "validate",
+    "coerce",
     "resolve_topic",
     "parse_string_list",
     "parse_bool",
@@ -208,6 +209,23 @@ def validate(name: str, value: Any) -> str | None:
     if p.choices is not None and value not in p.choices:
         return f"{name} must be one of {', '.join(p.choices)}; got {value!r}"
     return None
+
+
+def coerce(name: str, value: Any) -> tuple[Any, str | None]:
+    """``(value, None)`` with ``value`` in the parameter's own type (an integer for a float parameter becomes a
+    float; a tuple or rclpy array for the string list becomes a list), or ``(value, reason)`` when
+    :func:`validate` refuses it. Never raises: the node calls it from rclpy's parameter callbacks."""
+    p = _BY_NAME.get(name)
+    if p is None:
+        return value, f"unknown parameter {name!r}"
+    if p.type is list and value is not None and not isinstance(value, (str, bytes)) and hasattr(value, "__iter__"):
+        try:
+            value = list(value)
+        except Exception:  # noqa: BLE001 - an odd iterable: validate() says why below
+            pass
+    elif p.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return value, validate(name, value)
 
 
 def resolve_topic(topic: str, node_name: str = NODE_NAME, namespace: str = "/") -> str:

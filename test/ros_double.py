@@ -14,12 +14,22 @@ install is always preferred). What the double provides, and how it behaves:
 - ``rclpy.qos`` (``QoSProfile``, the policies, ``qos_profile_sensor_data`` = best effort / keep last 5 /
   volatile), ``rclpy.parameter.Parameter``, ``rclpy.time.Time``, ``rclpy.duration.Duration``,
   ``rclpy.clock.Clock``, ``rclpy.exceptions``, ``rclpy.executors.ExternalShutdownException``.
+  A statically typed parameter whose override has another type is refused at declare time
+  (``InvalidParameterTypeException``, as rclpy's ``declare_parameter``); with ``dynamic_typing`` the
+  descriptor's type follows the value. An exception raised by an on-set callback escapes ``set_parameters``
+  (in rclpy it escapes ``spin`` and ends the node). ``rclpy.logging.get_logger`` returns recording loggers.
 - ``message_filters``: ``Subscriber`` (creates its subscription on the node, like the real one) and
   ``ApproximateTimeSynchronizer`` wrapping :class:`bifusion_ros.sync.ApproximateTimeSynchronizer`, which
-  pairs exactly as the Python ``message_filters`` does.
+  pairs exactly as the Python ``message_filters`` does; like it, the callbacks run while the synchroniser's
+  ``lock`` is held (taken without ``finally``: a callback that raises leaves it held).
 - ``tf2_ros``: ``Buffer`` wrapping :class:`bifusion_ros.tf_buffer.TransformBuffer` (``lookup_transform``
   returns a ``TransformStamped``, waits up to ``timeout``, raises tf2's exception types) and
-  ``TransformListener`` subscribing ``/tf`` and ``/tf_static`` on the node.
+  ``TransformListener`` subscribing ``/tf`` and ``/tf_static`` on the node. As tf2's ``setTransform``, an
+  invalid transform (NaN, a zero quaternion, an empty frame id) is logged on the ``tf2`` logger and dropped,
+  never raised; a quaternion that is not unit length is normalised.
+
+``test_real_ros_agrees_with_the_double`` (in ``test_real_ros.py``) runs the behaviours above against real
+rclpy where it is installed.
 - message packages (``sensor_msgs.msg``, ``rcl_interfaces.msg``, ``bifusion_ros.msg``, ...): the ``rosbags``
   classes of :func:`bifusion_ros.interfaces.typestore` through :func:`bifusion_ros.convert.rosbags_factory`
   (every field defaulted, constants as attributes), so whatever the node publishes can be CDR-serialised.
@@ -35,7 +45,7 @@ import time
 import types
 from dataclasses import dataclass
 
-from bifusion_ros.convert import rosbags_factory, transform_to_tq
+from bifusion_ros.convert import rosbags_factory
 from bifusion_ros.interfaces import typestore
 from bifusion_ros.sync import ApproximateTimeSynchronizer as _Sync
 from bifusion_ros.sync import stamp_to_ns
@@ -281,6 +291,14 @@ class Logger:
         return [m for lv, m, _ in self.records if level is None or lv == level]
 
 
+_LOGGERS: dict[str, Logger] = {}
+
+
+def get_logger(name: str) -> Logger:
+    """``rclpy.logging.get_logger``: one recording logger per name."""
+    return _LOGGERS.setdefault(name, Logger(name))
+
+
 class Subscription:
     def __init__(self, msg_type, topic, topic_name, callback, qos_profile):
         self.msg_type, self.topic, self.topic_name = msg_type, topic, topic_name
@@ -390,6 +408,8 @@ class Node:
             raise InvalidParameterTypeException(
                 f"Trying to set parameter '{name}' to '{value}' of type '{param.type_.name}', "
                 f"expecting type '{static_type.name}'")
+        if descriptor.dynamic_typing:
+            descriptor.type = int(param.type_)  # as rclpy: a dynamically typed parameter's type follows its value
         reason = self._check_range(param, descriptor)
         if reason:
             raise InvalidParameterValueException(f"{name}: {reason}")
@@ -460,11 +480,13 @@ class Node:
             if reason:
                 return result_ctor(successful=False, reason=reason)
         for callback in self._param_callbacks:
-            result = callback(list(parameter_list))
+            result = callback(list(parameter_list))  # an exception here escapes, as in rclpy (and ends spin)
             if not result.successful:
                 return result
         for p in parameter_list:
             self._parameters[p.name] = p
+            if self._descriptors[p.name].dynamic_typing:
+                self._descriptors[p.name].type = int(p.type_)
         return result_ctor(successful=True, reason="")
 
     # pub / sub / timers
@@ -532,13 +554,22 @@ class ApproximateTimeSynchronizer(SimpleFilter):
     def __init__(self, fs, queue_size, slop, allow_headerless=False):
         super().__init__()
         self.queue_size, self.slop = queue_size, slop
+        self.lock = threading.Lock()
         self.sync = _Sync(len(fs), queue_size, slop, allow_headerless=allow_headerless)
         self.sync.register_callback(self.signalMessage)
         for i, f in enumerate(fs):
             f.registerCallback(self._input(i))
 
     def _input(self, i):
-        return lambda msg: self.sync.add(i, msg)
+        def add(msg):
+            # as message_filters' ApproximateTimeSynchronizer.add: the callbacks run while self.lock is held,
+            # taken with acquire()/release() and no finally (a callback that raises leaves it held and the
+            # exception goes to the executor)
+            self.lock.acquire()
+            self.sync.add(i, msg)
+            self.lock.release()
+
+        return add
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -576,10 +607,20 @@ class Buffer:
         self.core = TransformBuffer(cache_time=seconds)
 
     def set_transform(self, transform, authority):
-        return self.core.add(transform, static=False)
+        self._set(transform, authority, static=False)
 
     def set_transform_static(self, transform, authority):
-        return self.core.add(transform, static=True)
+        self._set(transform, authority, static=True)
+
+    def _set(self, transform, authority, static):
+        """As tf2's ``BufferCore::setTransform``: an invalid transform (NaN, a quaternion whose norm is off by more
+        than 0.01, an empty frame id) is logged (``TF_NAN_INPUT`` ...) and dropped; nothing is raised and nothing
+        returned (tf2_ros' Python ``set_transform`` returns None)."""
+        try:
+            self.core.add(transform, static=static)
+        except ValueError as exc:
+            get_logger("tf2").error(f"Ignoring transform for child_frame_id {transform.child_frame_id!r} from "
+                                    f"authority {authority!r}: {exc}")
 
     def lookup_transform(self, target_frame, source_frame, time, timeout=None):
         wait = 0.0 if timeout is None else timeout.nanoseconds / 1e9
@@ -618,7 +659,6 @@ class TransformListener:
 
     def callback(self, data):
         for t in data.transforms:
-            transform_to_tq(t)  # validate like tf2 (raises on a bad quaternion)
             self.buffer.set_transform(t, "default_authority")
 
     def static_callback(self, data):
@@ -658,6 +698,7 @@ def modules() -> dict[str, types.ModuleType]:
                     spin_once=spin_once)
     mods = {
         "rclpy": rclpy,
+        "rclpy.logging": _module("rclpy.logging", get_logger=get_logger),
         "rclpy.node": _module("rclpy.node", Node=Node),
         "rclpy.qos": _module("rclpy.qos", QoSProfile=QoSProfile, ReliabilityPolicy=ReliabilityPolicy,
                              HistoryPolicy=HistoryPolicy, DurabilityPolicy=DurabilityPolicy,
@@ -677,7 +718,7 @@ def modules() -> dict[str, types.ModuleType]:
             "TransformException", "LookupException", "ConnectivityException", "ExtrapolationException",
             "InvalidArgumentException", "TimeoutException")}),
     }
-    for sub in ("node", "qos", "parameter", "time", "duration", "clock", "exceptions", "executors"):
+    for sub in ("node", "qos", "parameter", "time", "duration", "clock", "exceptions", "executors", "logging"):
         setattr(rclpy, sub, mods[f"rclpy.{sub}"])
     for package in MESSAGE_PACKAGES:
         msg = _message_module(package)

@@ -62,6 +62,10 @@ class OpaqueFunction(_Action):
     _allowed = ("function", "args", "kwargs")
 
 
+class LogInfo(_Action):
+    _allowed = ("msg",)
+
+
 class ExecuteProcess(_Action):
     _allowed = ("cmd",) + _PROCESS_KWARGS
 
@@ -93,19 +97,34 @@ def launch_api(monkeypatch):
 
     module("launch", LaunchDescription=LaunchDescription)
     module("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument, OpaqueFunction=OpaqueFunction,
-           ExecuteProcess=ExecuteProcess)
+           ExecuteProcess=ExecuteProcess, LogInfo=LogInfo)
     module("launch.substitutions", LaunchConfiguration=LaunchConfiguration)
     module("launch_ros")
     module("launch_ros.actions", Node=Node)
     module("ament_index_python")
-    shares = []
+    api = types.SimpleNamespace(shares=[], installed={"bifusion_ros": str(ROOT)})
+
+    class PackageNotFoundError(KeyError):
+        pass
 
     def get_package_share_directory(package_name):
-        shares.append(package_name)
-        return str(ROOT)  # the source tree has the installed share/ layout (launch/, config/)
+        api.shares.append(package_name)
+        if package_name not in api.installed:
+            raise PackageNotFoundError(f"package '{package_name}' not found")
+        return api.installed[package_name]  # the source tree has the installed share/ layout (launch/, config/)
 
-    module("ament_index_python.packages", get_package_share_directory=get_package_share_directory)
-    return shares
+    module("ament_index_python.packages", get_package_share_directory=get_package_share_directory,
+           PackageNotFoundError=PackageNotFoundError)
+    return api
+
+
+def fake_realsense(api, tmp_path, version):
+    """An installed realsense2_camera share directory whose package.xml says ``version``."""
+    share = tmp_path / "realsense2_camera"
+    share.mkdir()
+    (share / "package.xml").write_text(f'<?xml version="1.0"?>\n<package format="3"><name>realsense2_camera</name>'
+                                       f'<version>{version}</version></package>\n')
+    api.installed["realsense2_camera"] = str(share)
 
 
 def load_launch(name):
@@ -148,8 +167,6 @@ def test_launch_files_compile_and_define_generate_launch_description(name, tmp_p
 
 
 def test_console_script_and_install_rules():
-    setup = (ROOT / "setup.py").read_text()
-    assert re.search(r"bifusion_node\s*=\s*bifusion_ros\.node:main", setup)
     cmake = (ROOT / "CMakeLists.txt").read_text()
     assert re.search(r"install\(DIRECTORY launch config DESTINATION share/\$\{PROJECT_NAME\}\)", cmake)
     assert not (LAUNCH / ".gitkeep").exists() and not (CONFIG / ".gitkeep").exists()
@@ -159,7 +176,7 @@ def test_realsense_launch_defaults(launch_api):
     declared, actions = run_launch(load_launch("realsense.launch.py"))
     assert {"checkpoint", "device", "classes", "half", "params_file", "rviz"} <= set(declared)
     assert all(e.kwargs.get("description") for e in declared.values())
-    assert launch_api == ["bifusion_ros"]
+    assert launch_api.shares == ["bifusion_ros", "realsense2_camera"]  # realsense2_camera is not installed here
 
     (cam,) = nodes(actions, "realsense2_camera")
     assert (cam.executable, cam.namespace, cam.name) == ("realsense2_camera_node", "camera", "camera")
@@ -180,6 +197,39 @@ def test_realsense_launch_defaults(launch_api):
     args = tf.arguments
     assert args[args.index("--frame-id") + 1] == "map" and args[args.index("--child-frame-id") + 1] == "camera_link"
     assert nodes(actions, "rviz2") == []
+
+
+@pytest.mark.parametrize("installed", ["4.51.1", "4.54.1"])
+def test_realsense_launch_uses_the_names_of_older_drivers(launch_api, tmp_path, installed):
+    """realsense-ros before 4.55: rgb_camera.profile / depth_module.profile and topics relative to the
+    namespace (/camera/color/...); read from the installed driver's package.xml."""
+    fake_realsense(launch_api, tmp_path, installed)
+    _, actions = run_launch(load_launch("realsense.launch.py"))
+    (cam,) = nodes(actions, "realsense2_camera")
+    (cam_params,) = cam.parameters
+    assert cam_params["rgb_camera.profile"] == cam_params["depth_module.profile"] == "640x480x30"
+    assert "rgb_camera.color_profile" not in cam_params and "depth_module.depth_profile" not in cam_params
+    (node,) = nodes(actions, "bifusion_ros")
+    assert node.parameters[1] == {"color_topic": "/camera/color/image_raw",
+                                  "depth_topic": "/camera/aligned_depth_to_color/image_raw",
+                                  "camera_info_topic": "/camera/aligned_depth_to_color/camera_info"}
+    (log,) = [a for a in actions if isinstance(a, LogInfo)]
+    assert installed in log.msg and "/camera/color/image_raw" in log.msg
+
+
+def test_realsense_version_argument_overrides_detection(launch_api, tmp_path):
+    fake_realsense(launch_api, tmp_path, "4.54.1")
+    mod = load_launch("realsense.launch.py")
+    _, actions = run_launch(mod, realsense_version="4.56.1")
+    (cam,) = nodes(actions, "realsense2_camera")
+    assert cam.parameters[0]["rgb_camera.color_profile"] == "640x480x30"
+    assert nodes(actions, "bifusion_ros")[0].parameters[1] == {}  # the node's default topics
+    # a user's parameter file keeps its own topics; the camera still gets the old names
+    _, actions = run_launch(mod, params_file="/tmp/mine.yaml")
+    assert nodes(actions, "realsense2_camera")[0].parameters[0]["rgb_camera.profile"] == "640x480x30"
+    assert nodes(actions, "bifusion_ros")[0].parameters == ["/tmp/mine.yaml", {}]
+    with pytest.raises(ValueError, match="realsense-ros version"):
+        run_launch(mod, realsense_version="latest")
 
 
 def test_realsense_launch_arguments_override_parameters(launch_api):

@@ -456,10 +456,126 @@ def test_classes_from_parameters_are_applied_at_start(ros):
 
 
 def test_invalid_parameter_values_fail_at_start(ros):
-    with pytest.raises(ValueError, match="on_missing_tf"):
+    from bifusion_ros.node import StartupError
+
+    with pytest.raises(StartupError, match="on_missing_tf"):
         ros.make_node(on_missing_tf="sometimes")
-    with pytest.raises(Exception, match="sync_slop"):
-        ros.make_node(sync_slop=5.0)  # outside the declared FloatingPointRange (rclpy raises)
+    with pytest.raises(StartupError, match="sync_slop"):
+        ros.make_node(sync_slop=5.0)  # outside the range
+    with pytest.raises(StartupError, match="sync_queue_size"):
+        ros.make_node(sync_queue_size="ten")  # rclpy refuses a string for an integer at declare time
+    with pytest.raises(StartupError, match="tf_timeout"):
+        ros.make_node(tf_timeout="soon")
+
+
+def test_integers_are_accepted_for_float_parameters(ros):
+    """``-p tf_timeout:=0`` / ``-p depth_scale:=1``: real rclpy types a parameter from its default and would
+    refuse an integer override for a double at declare time; the node accepts it as a float."""
+    P = ros.Parameter
+    node = ros.make_node(tf_timeout=0, depth_scale=1, sync_slop=0, voxel_size=0)
+    assert node.config["tf_timeout"] == 0.0 and isinstance(node.config["tf_timeout"], float)
+    assert node.config["depth_scale"] == 1.0 and isinstance(node.config["depth_scale"], float)
+    (res,) = node.set_parameters([P("score_threshold", value=1)])  # ros2 param set /bifusion score_threshold 1
+    assert res.successful and node.config["score_threshold"] == 1.0
+    (res,) = node.set_parameters([P("score_threshold", value="high")])
+    assert not res.successful and "score_threshold" in res.reason
+    (res,) = node.set_parameters([P("tf_timeout", value=7)])  # out of range as an integer too
+    assert not res.successful and "tf_timeout" in res.reason and node.config["tf_timeout"] == 0.0
+
+
+@pytest.mark.parametrize("value", [42, 1.5, True, "chair", [1, 2], [b"x"]])
+def test_a_wrong_typed_run_time_parameter_is_refused_and_the_node_lives(ros, value):
+    """``ros2 param set /bifusion classes 42``: refused with a reason; the callback must not raise (in rclpy an
+    exception in an on-set callback escapes spin and ends the node)."""
+    P = ros.Parameter
+    proc = FakeProcessor(class_names=("chair", "table"))
+    node = ros.make_node(proc)
+    (res,) = node.set_parameters([P("classes", value=value)])
+    assert not res.successful and "classes" in res.reason
+    assert proc.class_names == ["chair", "table"] and proc.set_calls == []
+    cap = Capture(node)  # and frames still go through
+    feed_tf(node, ros.msgs, 1000)
+    feed(node, *images(ros.msgs, 1000))
+    assert node.worker.wait_idle(10)
+    assert len(cap["/bifusion/cloud"]) == 1
+
+
+def test_a_failing_parameter_callback_is_reported_not_raised(ros, monkeypatch):
+    P = ros.Parameter
+    node = ros.make_node(FakeProcessor())
+
+    def boom(parameters):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(node, "_apply_parameters", boom)
+    (res,) = node.set_parameters([P("score_threshold", value=0.3)])
+    assert not res.successful and "RuntimeError: unexpected" in res.reason
+
+
+def test_main_logs_one_line_and_exits_1_on_a_bad_parameter(ros, monkeypatch, capsys):
+    import bifusion_ros.node as node_module
+
+    monkeypatch.setattr(node_module, "load_processor", lambda *a, **k: FakeProcessor())
+    ros.rclpy.try_shutdown()  # main() calls rclpy.init itself
+    if not ros.doubled:
+        pytest.skip("the parameter override travels through rclpy's global arguments there (test_real_ros)")
+    real_init = node_module.BiFusionNode.__init__
+
+    def init(self, processor=None, **kw):
+        real_init(self, processor, parameter_overrides=[ros.Parameter("sync_queue_size", value="ten")])
+
+    monkeypatch.setattr(node_module.BiFusionNode, "__init__", init)
+    assert node_module.main([]) == 1
+    fatal = ros_double.get_logger("bifusion").messages("fatal")
+    assert len(fatal) == 1 and "sync_queue_size" in fatal[-1] and "cannot start" in fatal[-1]
+    assert not ros.rclpy.ok()
+    ros.rclpy.init()  # for the fixture's teardown symmetry
+
+
+def test_the_synchroniser_runs_the_callback_under_its_lock(ros):
+    """As message_filters does: the node's callback runs while the synchroniser's lock is held, so it must be
+    quick and never raise (a raise would leave the lock held and stall every later set)."""
+    node = ros.make_node(FakeProcessor())
+    seen = []
+    original = node._on_synced
+
+    def spy(*msgs):
+        seen.append(node.sync.lock.locked())
+        original(*msgs)
+
+    node.sync.callbacks[0] = (spy, ())
+    feed_tf(node, ros.msgs, 1000)
+    feed(node, *images(ros.msgs, 1000))
+    feed(node, *images(ros.msgs, 1100, color_encoding="16UC1"))  # a bad set: counted, the lock is released
+    feed(node, *images(ros.msgs, 1200))
+    assert seen == [True, True, True]
+    assert not node.sync.lock.locked()
+    assert node.worker.wait_idle(10) and node.skipped["bad_encoding"] == 1
+
+
+def test_a_nan_transform_is_logged_and_dropped_by_tf2(ros):
+    """tf2 logs TF_NAN_INPUT and drops a NaN or zero-quaternion transform, it does not raise: the
+    frame at that stamp then has no pose and is counted as missing_tf while the node keeps running."""
+    node = ros.make_node(FakeProcessor(), tf_timeout=0.0)
+    tf_msg = ros.msgs("tf2_msgs/msg/TFMessage")
+    static = matrix_to_transform(T_LINK_OPTICAL, ros.msgs, header=make_header(ros.msgs, "camera_link", 0.0),
+                                 child_frame_id=OPTICAL)
+    subscription(node, "/tf_static").callback(tf_msg(transforms=[static]))
+    for t in (900, 1100):
+        bad = matrix_to_transform(T_MAP_LINK, ros.msgs, header=make_header(ros.msgs, "map", stamp(t)),
+                                  child_frame_id="camera_link")
+        bad.transform.translation.x = float("nan")
+        subscription(node, "/tf").callback(tf_msg(transforms=[bad]))  # must not raise
+    bad = matrix_to_transform(T_MAP_LINK, ros.msgs, header=make_header(ros.msgs, "map", stamp(1000)),
+                              child_frame_id="camera_link")
+    bad.transform.rotation.z = bad.transform.rotation.w = 0.0  # a zero quaternion
+    subscription(node, "/tf").callback(tf_msg(transforms=[bad]))
+    if ros.doubled:
+        errors = ros_double.get_logger("tf2").messages("error")
+        assert len(errors) >= 3 and any("not finite" in e for e in errors)
+    feed(node, *images(ros.msgs, 1000))
+    assert node.worker.wait_idle(10)
+    assert node.skipped["missing_tf"] == 1
 
 
 def test_main_spins_and_cleans_up(ros, monkeypatch):
@@ -474,7 +590,7 @@ def test_main_spins_and_cleans_up(ros, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(node_module.rclpy, "spin", spin)
-    node_module.main([])
+    assert node_module.main([]) == 0
     (node,) = created
     assert not node.worker.running
     assert not ros.rclpy.ok()
