@@ -41,6 +41,8 @@ import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
+from bifusion_core.data.synthetic.cli import add_sequence_arguments, scene_name, scene_seeds, sequence_config
+
 from .bag_paths import STORAGES, bag_location, scene_bag_path
 from .convert import (check_rgb_depth, intrinsics_to_camera_info, make_header, make_time, matrix_to_transform,
                       numpy_to_image, rosbags_factory)
@@ -210,14 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="FILE.mcap",
                    help="bag to write: FILE.mcap, FILE.db3 or a directory name (must not exist)")
     p.add_argument("--storage", choices=STORAGES, help="storage of a --out without suffix (default mcap)")
-    p.add_argument("--scenes", type=int, default=1, help="number of scenes, one bag each (default 1)")
-    p.add_argument("--frames", type=int, default=100, help="frames per scene (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first scene (default 0)")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate of the stamps (default 30)")
-    p.add_argument("--loop", type=float, default=1.0, help="share of the camera loop travelled (default 1)")
-    p.add_argument("--width", type=int, default=640, help="image width (default 640; intrinsics scale with it)")
-    p.add_argument("--height", type=int, default=480, help="image height (default 480)")
-    p.add_argument("--no-ceiling", action="store_true", help="rooms without a ceiling")
+    add_sequence_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -226,16 +221,11 @@ def main(argv=None) -> int:
     """``python -m bifusion_ros.synthetic_bag``: 0 written, 2 bad arguments or an existing bag."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from bifusion_core.data.synthetic import CameraConfig, SceneConfig, SequenceConfig, SyntheticSequence
-    from bifusion_core.data.synthetic.__main__ import scene_name
+    from bifusion_core.data.synthetic import SyntheticSequence
 
     try:
-        if args.scenes < 1:
-            raise ValueError(f"--scenes must be >= 1, got {args.scenes}")
-        seq_cfg = SequenceConfig(n_frames=args.frames, fps=args.fps, loop_fraction=args.loop,
-                                 scene=SceneConfig(ceiling=not args.no_ceiling),
-                                 camera=CameraConfig.scaled(args.width, args.height))
-        seeds = [args.seed + i for i in range(args.scenes)]
+        seeds = scene_seeds(args)
+        seq_cfg = sequence_config(args)
         targets = [scene_bag_path(args.out, scene_name(s), args.scenes) for s in seeds]
         for t in targets:  # all refused before anything is rendered
             directory, _ = bag_location(t, args.storage)

@@ -9,6 +9,7 @@ import ast
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -216,9 +217,14 @@ def test_colcon_discovers_one_ament_cmake_package_in_a_workspace(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    """The wheel pip builds from a copy of the source tree (a build writes build/ and *.egg-info beside setup.py;
+    the copy keeps them out of the checkout)."""
+    src = tmp_path_factory.mktemp("src") / "bifusion"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "install", "log", "*.egg-info", "__pycache__", "demo_out", "bench_results", "runs"))
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           "-w", str(out), str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     (whl,) = out.glob("bifusion-*.whl")
     return zipfile.ZipFile(whl)

@@ -17,46 +17,29 @@ import sys
 import time
 from pathlib import Path
 
+from .cli import add_sequence_arguments, scene_name, scene_seeds, sequence_config
 from .export import ExportConfig, export_sequence
-from .render import CameraConfig
-from .scene import SceneConfig
-from .sequence import SequenceConfig, SyntheticSequence
+from .sequence import SyntheticSequence
 
 log = logging.getLogger("bifusion_core.data.synthetic")
-
-
-def scene_name(seed: int) -> str:
-    """Directory name of the scene generated from ``seed``."""
-    return f"synth{seed:04d}_00"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bifusion_core.data.synthetic", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="output directory (created)")
-    p.add_argument("--scenes", type=int, default=1, help="number of scenes (default 1)")
-    p.add_argument("--frames", type=int, default=100, help="frames per scene (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first scene (default 0)")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate of the stamps (default 30)")
-    p.add_argument("--loop", type=float, default=1.0, help="share of the camera loop travelled (default 1)")
-    p.add_argument("--width", type=int, default=640, help="image width (default 640; intrinsics scale with it)")
-    p.add_argument("--height", type=int, default=480, help="image height (default 480)")
-    p.add_argument("--no-ceiling", action="store_true", help="rooms without a ceiling")
+    add_sequence_arguments(p)
     p.add_argument("--no-cloud", action="store_true", help="skip the fused labelled cloud and benchmark GT")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.scenes < 1:
-            raise ValueError(f"--scenes must be >= 1, got {args.scenes}")
-        camera = CameraConfig.scaled(args.width, args.height)
-        seq_cfg = SequenceConfig(n_frames=args.frames, fps=args.fps, loop_fraction=args.loop,
-                                 scene=SceneConfig(ceiling=not args.no_ceiling), camera=camera)
+        seeds = scene_seeds(args)
+        seq_cfg = sequence_config(args)
         export_cfg = ExportConfig(cloud_voxel=0.0 if args.no_cloud else 0.02)
         args.out.mkdir(parents=True, exist_ok=True)
         summaries, t0 = [], time.perf_counter()
-        for i in range(args.scenes):
-            seed = args.seed + i
+        for seed in seeds:
             name = scene_name(seed)
             seq = SyntheticSequence(seed, seq_cfg)
             log.info("%s: room %.1f x %.1f x %.1f m, %d objects, %d primitives", name, *seq.scene.size,
