@@ -29,8 +29,10 @@ Semantics mirrored from tf2:
 - ``timeout`` (seconds) waits, like ``tf2_ros.Buffer.lookup_transform``, for another thread to ``add`` the
   missing data, then raises the last error.
 
-Deliberate differences: quaternions are normalised on ``add`` (tf2 rejects ones whose squared norm is off
-by > 0.01), invalid input raises ``ValueError`` instead of being logged and dropped, a child added as static
+Quaternions are normalised on ``add``, as tf2 does in effect: its ``setTransform`` builds a ``tf2::Transform``,
+whose rotation matrix normalises the quaternion before the TF_DENORMALIZED_QUATERNION check could see it
+(checked against real Jazzy tf2 in ``test_real_ros.py``). Deliberate differences: invalid input raises
+``ValueError`` instead of being logged and dropped, a child added as static
 after being dynamic (or the reverse) switches kind (tf2 keeps the kind first seen), and a requested
 float-seconds time within 1 µs of a sample snaps to it (float seconds of a wall-clock stamp carry ~0.2 µs of
 rounding; pass the Time message for exact stamps).
