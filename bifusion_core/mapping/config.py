@@ -1,0 +1,86 @@
+"""The online map's settings (:class:`MapConfig`) and the small type checks its inputs share."""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+OVERLAP_KINDS = ("box_iou", "voxel_iou")
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as a Python int; ``ValueError`` naming ``name`` for a bool, a float or a value out of range."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_float(name: str, value, minimum: float | None = None, maximum: float | None = None,
+                min_inclusive: bool = True, max_inclusive: bool = True) -> float:
+    """``value`` as a finite Python float (ints accepted, bools not); ``ValueError`` naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value < minimum or (not min_inclusive and value == minimum)):
+        raise ValueError(f"{name} must be {'>=' if min_inclusive else '>'} {minimum}, got {value}")
+    if maximum is not None and (value > maximum or (not max_inclusive and value == maximum)):
+        raise ValueError(f"{name} must be {'<=' if max_inclusive else '<'} {maximum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """Settings of the online instance map and its labelled voxel map (all lengths in metres); frozen, so one
+    session's maps cannot drift apart (build a new one with ``dataclasses.replace``).
+
+    Attributes:
+        voxel_size: edge of a map voxel, metres (> 0, at most 10). Instance voxel sets, instance boxes and the
+            labelled voxel map all use it. Default 0.05 (5 cm, as DESIGN.md §5b).
+        max_instances: most instances kept in memory (>= 1); beyond it the least recently seen are evicted
+            (see :class:`~bifusion_core.mapping.instance_map.InstanceMap`). Default 100.
+        merge_threshold: a memory/new pair merges when its score (embedding cosine x overlap, in [-1, 1]) is
+            strictly above this, in [0, 1). Default 0.1: with no embedding (similarity 1) two partial views of
+            one object whose boxes overlap by a tenth of their union merge, while objects whose boxes barely
+            touch do not. (ESAM's released code thresholds at 0.)
+        overlap: the geometric term: ``"box_iou"`` (IoU of the axis-aligned voxel boxes, as ESAM) or
+            ``"voxel_iou"`` (IoU of the voxel sets).
+        class_agnostic: merge across classes (the score is not zeroed where the classes disagree).
+        max_voxels: most voxels of the labelled voxel map (>= 1); beyond it the least recently seen voxels are
+            evicted. About 100 bytes per voxel plus 16 per (voxel, class) evidence entry. Default 250,000
+            (a large room's surfaces at 5 cm).
+        min_points: fewest points an observation needs to enter the map (>= 1); smaller ones get id 0.
+            Default 10.
+    """
+
+    voxel_size: float = 0.05
+    max_instances: int = 100
+    merge_threshold: float = 0.1
+    overlap: str = "box_iou"
+    class_agnostic: bool = False
+    max_voxels: int = 250_000
+    min_points: int = 10
+
+    def __post_init__(self) -> None:
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        put("voxel_size", check_float("voxel_size", self.voxel_size, 0.0, 10.0, min_inclusive=False))
+        put("max_instances", check_int("max_instances", self.max_instances, 1))
+        put("merge_threshold", check_float("merge_threshold", self.merge_threshold, 0.0, 1.0, max_inclusive=False))
+        if not isinstance(self.overlap, str) or self.overlap not in OVERLAP_KINDS:
+            raise ValueError(f"overlap must be one of {OVERLAP_KINDS}, got {self.overlap!r}")
+        if not isinstance(self.class_agnostic, (bool, np.bool_)):
+            raise ValueError(f"class_agnostic must be a bool, got {type(self.class_agnostic).__name__} "
+                             f"{self.class_agnostic!r}")
+        put("class_agnostic", bool(self.class_agnostic))
+        put("max_voxels", check_int("max_voxels", self.max_voxels, 1))
+        put("min_points", check_int("min_points", self.min_points, 1))
