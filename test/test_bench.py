@@ -27,3 +27,20 @@ def test_bench_train_times_the_requested_stage(tmp_path):
                  "--json", str(out), *small]) == 0
     res = json.loads(out.read_text())
     assert res["train_stage"] == 1 and res["batch_size"] == 2 and res["it_per_s"] > 0 and not res["amp"]
+
+
+def test_bench_map_keeps_the_memory_full_and_flat_once_capped(tmp_path):
+    out = tmp_path / "map.json"
+    assert main(["map", "--repeats", "2", "--observations", "4", "--points", "200", "--frames", "200",
+                 "--max-voxels", "20000", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["stage"] == "map"
+    assert [(r["instances_in_memory"], r["overlap"]) for r in res["merge_latency"]] == [
+        (n, o) for n in (10, 50, 100) for o in ("box_iou", "voxel_iou")]
+    assert all(r["held_after"] == r["instances_in_memory"] and r["p95_ms"] >= r["median_ms"] > 0
+               for r in res["merge_latency"])
+    samples = res["memory"]["samples"]
+    assert [s["frame"] for s in samples] == [1, 100, 200]
+    assert samples[-1]["voxels"] == samples[-2]["voxels"] == 20000  # capped
+    # bounded: the per-(voxel, class) evidence may shift a little, the voxel arrays do not grow
+    assert abs(samples[-1]["voxel_map_mb"] - samples[-2]["voxel_map_mb"]) <= 0.05 * samples[-2]["voxel_map_mb"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import decoder, encoder, pipeline, sparse
+from . import decoder, encoder, mapping, pipeline, sparse
 from .common import machine, write_json
 
 class _Stage:
@@ -24,6 +24,8 @@ STAGES = {
                        pipeline.run_pipeline, pipeline.add_pipeline_args),
     "train": _Stage("``train`` stage: training iterations/s and peak memory.", pipeline.run_train,
                     pipeline.add_train_args),
+    "map": _Stage("``map`` stage: online instance map merge latency (10/50/100 instances) and memory over 1000 "
+                  "frames.", mapping.run, mapping.add_args),
     "decoder": _Stage("``decoder`` stage: query decoder + post-processing on the superpoints of 50k points.",
                       decoder.run_decoder, decoder.add_args),
 }
