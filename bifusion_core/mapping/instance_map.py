@@ -42,7 +42,7 @@ from scipy.optimize import linear_sum_assignment
 from .config import MapConfig, check_float
 from .observation import Observation
 from .overlap import box_iou, boxes_intersect, voxel_iou
-from .voxel_keys import index_bounds, pack_keys, point_keys, unpack_keys, voxel_indices
+from .voxel_keys import index_bounds, pack_keys, point_keys, sorted_unique, union, unpack_keys, voxel_indices
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +129,7 @@ class _Entry:
     @classmethod
     def from_observation(cls, obs: Observation, voxel_size: float, stamp: float) -> "_Entry":
         idx = voxel_indices(obs.points, voxel_size)
-        keys = np.unique(pack_keys(idx))
+        keys = sorted_unique(pack_keys(idx))
         keys.setflags(write=False)
         has = obs.embedding is not None
         return cls(0, {obs.class_id: obs.score}, obs.score, obs.embedding if has else None, int(has), 1, keys,
@@ -155,7 +155,7 @@ class _Entry:
                 self.emb_mean, self.emb_weight = mean, w_a + w_b
             self.embedding = _unit(self.emb_mean)
         self.merge_count = n_a + n_b
-        keys = np.union1d(self.keys, other.keys)
+        keys = union(self.keys, other.keys)
         keys.setflags(write=False)
         self.keys = keys
         self.lo, self.hi = np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi)
