@@ -3,7 +3,7 @@
 
 - :func:`frame_inputs`: a synchronised colour / depth / camera-info set (rclpy or ``rosbags`` messages) ->
   validated ``(rgb, depth_m, intrinsics)``, or :class:`FrameSkipped` with a reason of
-  :data:`bifusion_ros.params.SKIP_REASONS`;
+  :data:`bifusion_core.pipeline.session.SKIP_REASONS`;
 - :func:`result_outputs`: a ``bifusion_core.pipeline.FrameResult`` -> the cloud, markers, instances and alpha
   messages, built with a message factory (:func:`bifusion_ros.convert.rclpy_factory` or
   :func:`bifusion_ros.convert.rosbags_factory`).
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bifusion_core.pipeline.session import FrameSkipped
 from bifusion_ros import convert
 from bifusion_ros.params import UNKNOWN_LABEL
 
@@ -31,15 +32,6 @@ def load_processor(checkpoint: str | None, device: str = "auto", half: bool = Fa
 
     return FrameProcessor.from_checkpoint(checkpoint or None, device, half=bool(half),
                                           voxel_size=float(voxel_size) or None)
-
-
-class FrameSkipped(Exception):
-    """A frame is dropped for ``reason`` (one of :data:`~bifusion_ros.params.SKIP_REASONS`)."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def frame_inputs(color, depth, info, depth_scale: float = 0.001):

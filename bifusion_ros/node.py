@@ -14,7 +14,8 @@ Data flow::
   (which keeps receiving ``/tf`` meanwhile).
 - A bad frame (encoding, sizes, camera info, missing TF, processor or publishing exception) is logged
   (first occurrence of each reason, then at most every 5 s), counted per reason
-  (:data:`bifusion_ros.params.SKIP_REASONS`) and skipped; the node keeps running.
+  (:data:`bifusion_core.pipeline.session.SKIP_REASONS`) and skipped; the node keeps running. The policy
+  and book-keeping per frame are :class:`bifusion_core.pipeline.session.FrameSession`, which replay runs too.
 - ``/diagnostics`` gets a ``DiagnosticArray`` every ``diagnostics_period``: counts and per-stage latency.
 - ``classes`` may be changed at run time; the change is applied between two frames
   (``FrameProcessor.set_classes``) and rejected with a reason when the processor refuses it.
@@ -24,10 +25,8 @@ conversions are in :mod:`bifusion_ros.convert`, the mailbox in :mod:`bifusion_ro
 """
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,11 +52,12 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
+from bifusion_core.pipeline.session import FrameInputs, FrameSession
 from bifusion_ros import convert
 from bifusion_ros.frame_io import FrameSkipped, frame_inputs, frame_outputs, load_processor, result_outputs
-from bifusion_ros.params import NODE_NAME, PARAMS, SKIP_REASONS, coerce, spec
+from bifusion_ros.params import NODE_NAME, PARAMS, coerce, spec
 from bifusion_ros.sync import stamp_to_ns
-from bifusion_ros.worker import LatencyStats, LatestFrameWorker
+from bifusion_ros.worker import LatestFrameWorker
 
 __all__ = ["BiFusionNode", "FrameSkipped", "StartupError", "frame_inputs", "result_outputs", "load_processor", "main"]
 
@@ -74,16 +74,12 @@ class StartupError(Exception):
 
 @dataclass
 class _Job:
-    """What the sync callback hands to the worker."""
+    """What the sync callback hands to the worker: the validated set and its ROS stamp."""
 
-    rgb: np.ndarray
-    depth: np.ndarray
-    intrinsics: convert.Intrinsics
+    inputs: FrameInputs
     stamp: Any                 # builtin_interfaces/Time of the colour image
-    image_frame: str           # colour image header.frame_id
     received: float            # time.monotonic() when the set arrived
     submitted: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,13 +122,10 @@ class BiFusionNode(Node):
     def __init__(self, processor=None, *, node_name: str = NODE_NAME, **node_kwargs):
         super().__init__(node_name, **node_kwargs)
         self.msgs = convert.rclpy_factory()
-        self._counts: Counter = Counter()
-        self._counts_lock = threading.Lock()
         self._log_times: dict[str, float] = {}
         self._started = time.monotonic()
         self._last_received = 0.0
         self._diag_prev = (0, 0)
-        self.stats = LatencyStats(window=100)
 
         for p in PARAMS:
             try:
@@ -143,7 +136,6 @@ class BiFusionNode(Node):
         cfg = self._cfg
 
         # the model; classes are applied after loading so that the checkpoint's list is known
-        self._proc_lock = threading.Lock()
         if processor is None:
             try:
                 processor = load_processor(cfg["checkpoint"], cfg["device"], cfg["half"], cfg["voxel_size"])
@@ -151,6 +143,11 @@ class BiFusionNode(Node):
                 where = cfg["checkpoint"] or "the shipped demo checkpoint"
                 raise StartupError(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
         self.processor = processor
+        # the per-frame policy and book-keeping, shared with bifusion_ros.replay
+        self.session = FrameSession(processor, world_frame=cfg["world_frame"], camera_frame=cfg["camera_frame"],
+                                    on_missing_tf=cfg["on_missing_tf"], latency_window=100, log=self.get_logger(),
+                                    log_period=_SKIP_LOG_PERIOD)
+        self.stats = self.session.latency
         self.checkpoint_classes = list(getattr(processor, "class_names", []) or [])
         if cfg["classes"]:
             try:
@@ -226,12 +223,14 @@ class BiFusionNode(Node):
         if "classes" in updates and updates["classes"] != self._cfg["classes"]:
             names = updates["classes"] or self.checkpoint_classes
             try:
-                with self._proc_lock:  # between two frames
+                with self.session.processor_lock:  # between two frames
                     self.processor.set_classes(list(names))
             except Exception as exc:  # noqa: BLE001 - report to the caller instead of dying
                 return SetParametersResult(successful=False, reason=f"set_classes failed: {exc}")
             self.get_logger().info(f"classes set to {list(names)}")
         self._cfg = {**self._cfg, **updates}
+        for name in ("world_frame", "camera_frame", "on_missing_tf"):
+            setattr(self.session, name, self._cfg[name])
         return SetParametersResult(successful=True, reason="")
 
     @property
@@ -244,109 +243,71 @@ class BiFusionNode(Node):
         return list(getattr(self.processor, "class_names", []) or [])
 
     # ------------------------------------------------------------------------------------------ counters
-    def _count(self, key: str, n: int = 1) -> None:
-        with self._counts_lock:
-            self._counts[key] += n
-
     @property
     def skipped(self) -> dict[str, int]:
         """Skipped frames per reason (every reason of SKIP_REASONS, 0 included)."""
-        with self._counts_lock:
-            return {reason: self._counts[reason] for reason in SKIP_REASONS}
+        return self.session.skipped
 
     def counters(self) -> dict[str, int]:
         """Frame counts: ``received`` (synchronised sets), ``published``, ``dropped`` (replaced in the mailbox),
         ``failed`` (the worker's: skipped after the mailbox), ``skipped`` (all reasons), ``identity_pose``,
         ``pending`` (0 or 1)."""
         w = self.worker.counters()
-        with self._counts_lock:
-            received = self._counts["received"]
-            published = self._counts["published"]
-            identity = self._counts["identity_pose"]
-            skipped = sum(self._counts[r] for r in SKIP_REASONS)
-        return {"received": received, "published": published, "dropped": w["dropped"],
-                "failed": w["failed"], "skipped": skipped, "identity_pose": identity, "pending": w["pending"]}
-
-    def _skip(self, reason: str, detail: str) -> None:
-        self._count(reason)
-        now = time.monotonic()
-        last = self._log_times.get(reason)
-        if last is None or now - last >= _SKIP_LOG_PERIOD:
-            self._log_times[reason] = now
-            self.get_logger().warning(f"skipping frame ({reason}, {self.skipped[reason]} so far): {detail}")
+        s = self.session
+        return {"received": s.counter("received"), "published": s.counter("processed"), "dropped": w["dropped"],
+                "failed": w["failed"], "skipped": sum(s.skipped.values()), "identity_pose": s.counter("identity_pose"),
+                "pending": w["pending"]}
 
     # ------------------------------------------------------------------------------------------ input
     def _on_synced(self, color, depth, info) -> None:
         """Synchronised set -> validated arrays -> mailbox. Never raises."""
         t0 = time.monotonic()
-        self._count("received")
+        self.session.count("received")
         self._last_received = t0
         try:
-            rgb, depth_m, intrinsics = frame_inputs(color, depth, info, self._cfg["depth_scale"])
+            rgb, depth_m, i = frame_inputs(color, depth, info, self._cfg["depth_scale"])
         except FrameSkipped as skip:
-            self._skip(skip.reason, skip.detail)
+            self.session.skip(skip.reason, skip.detail)
             return
         except Exception as exc:  # noqa: BLE001 - a malformed message must not kill the node
-            self._skip("bad_image", f"{type(exc).__name__}: {exc}")
+            self.session.skip("bad_image", f"{type(exc).__name__}: {exc}")
             return
-        job = _Job(rgb, depth_m, intrinsics, color.header.stamp, str(color.header.frame_id), t0)
+        inputs = FrameInputs(rgb, depth_m, (i.fx, i.fy, i.cx, i.cy), stamp_to_ns(color.header.stamp) / 1e9,
+                             str(color.header.frame_id))
+        job = _Job(inputs, color.header.stamp, t0)
         job.submitted = time.monotonic()
-        job.timings["convert"] = job.submitted - t0
+        inputs.timings["convert"] = job.submitted - t0
         self.worker.submit(job)
 
     # ------------------------------------------------------------------------------------------ worker
-    def camera_pose(self, stamp, image_frame: str, cfg: dict | None = None) -> tuple[np.ndarray, str]:
-        """``(T_world_camera (4, 4), output frame)`` at ``stamp``; per ``on_missing_tf`` the identity in the camera
-        frame when TF has no pose. Raises :class:`FrameSkipped` (``missing_tf``) otherwise."""
-        cfg = cfg or self._cfg
-        camera = cfg["camera_frame"] or image_frame
-        world = cfg["world_frame"]
+    def camera_pose(self, job: _Job) -> tuple[np.ndarray, str]:
+        """``(T_world_camera (4, 4), output frame)`` at the set's stamp, waiting up to ``tf_timeout`` for TF;
+        without a pose the session's ``on_missing_tf`` policy (identity in the camera frame, or
+        :class:`FrameSkipped` ``missing_tf``)."""
+        camera = self.session.camera(job.inputs.image_frame)
+        world = self.session.world_frame
         try:
             if not camera:
                 raise ValueError("the colour image has an empty header.frame_id and camera_frame is not set")
-            tf = self.tf_buffer.lookup_transform(world, camera, Time.from_msg(stamp),
-                                                 timeout=Duration(seconds=float(cfg["tf_timeout"])))
+            tf = self.tf_buffer.lookup_transform(world, camera, Time.from_msg(job.stamp),
+                                                 timeout=Duration(seconds=float(self._cfg["tf_timeout"])))
             return convert.transform_to_matrix(tf), world
         except (tf2_ros.TransformException, ValueError, TypeError) as exc:
-            detail = f"no transform {world!r} <- {camera!r} at {stamp_to_ns(stamp) / 1e9:.3f} s: {exc}"
-            if cfg["on_missing_tf"] == "identity" and camera:
-                self._count("identity_pose")
-                self._log_once_in_a_while("identity_pose", f"{detail}; using the identity pose in {camera!r}")
-                return np.eye(4), camera
-            raise FrameSkipped("missing_tf", detail) from None
-
-    def _log_once_in_a_while(self, key: str, text: str) -> None:
-        now = time.monotonic()
-        last = self._log_times.get(key)
-        if last is None or now - last >= _SKIP_LOG_PERIOD:
-            self._log_times[key] = now
-            self.get_logger().warning(text)
+            return self.session.without_pose(job.inputs, str(exc))
 
     def _process_job(self, job: _Job):
-        from bifusion_core.pipeline.types import Frame
-
         cfg = self._cfg
         t0 = time.monotonic()
-        job.timings["wait"] = t0 - job.submitted
-        pose, out_frame = self.camera_pose(job.stamp, job.image_frame, cfg)
-        t1 = time.monotonic()
-        job.timings["tf"] = t1 - t0
-        i = job.intrinsics
-        frame = Frame(rgb=job.rgb, depth=job.depth, intrinsics=(i.fx, i.fy, i.cx, i.cy), pose=pose,
-                      stamp=stamp_to_ns(job.stamp) / 1e9, frame_id=out_frame)
-        try:
-            with self._proc_lock:
-                result = self.processor.process(frame)
-        except Exception as exc:  # noqa: BLE001
-            raise FrameSkipped("processor_error", f"{type(exc).__name__}: {exc}") from exc
-        job.timings["process"] = time.monotonic() - t1
-        return result, out_frame, cfg
+        job.inputs.timings["wait"] = t0 - job.submitted
+        pose, out_frame = self.camera_pose(job)
+        job.inputs.timings["tf"] = time.monotonic() - t0
+        return self.session.process(job.inputs, pose, out_frame), out_frame, cfg
 
     def _publish_outputs(self, job: _Job, processed) -> None:
         result, out_frame, cfg = processed
         t0 = time.monotonic()
         try:
-            out = frame_outputs(result, job.stamp, out_frame, cfg["camera_frame"] or job.image_frame,
+            out = frame_outputs(result, job.stamp, out_frame, self.session.camera(job.inputs.image_frame),
                                 cfg["world_frame"], self.msgs, float(cfg["score_threshold"]))
             self.pub_cloud.publish(out["cloud"])
             self.pub_markers.publish(out["markers"])
@@ -355,17 +316,15 @@ class BiFusionNode(Node):
                 self.pub_alpha.publish(out["alpha"])
         except Exception as exc:  # noqa: BLE001
             raise FrameSkipped("publish_error", f"{type(exc).__name__}: {exc}") from exc
-        self._count("published")
         now = time.monotonic()
-        job.timings["publish"] = now - t0
-        job.timings["total"] = now - job.received
-        stats = dict(job.timings)
-        stats.update({f"model/{k}": float(v) for k, v in (getattr(result, "timings", None) or {}).items()})
+        timings = job.inputs.timings
+        timings["publish"] = now - t0
+        timings["total"] = now - job.received
         try:
-            stats["age"] = (self.get_clock().now().nanoseconds - stamp_to_ns(job.stamp)) / 1e9
+            timings["age"] = (self.get_clock().now().nanoseconds - stamp_to_ns(job.stamp)) / 1e9
         except Exception:  # noqa: BLE001 - a clock without nanoseconds
             pass
-        self.stats.update(stats)
+        self.session.done(job.inputs, result)
         period = float(self._cfg["latency_log_period"])
         last = self._log_times.get("latency")
         if period == 0.0 or last is None or t0 - last >= period:
@@ -378,9 +337,9 @@ class BiFusionNode(Node):
 
     def _on_job_error(self, job: _Job, exc: BaseException) -> None:
         if isinstance(exc, FrameSkipped):
-            self._skip(exc.reason, exc.detail)
+            self.session.skip(exc.reason, exc.detail)
         else:
-            self._skip("processor_error", f"{type(exc).__name__}: {exc}")
+            self.session.skip("processor_error", f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------------------------------ diagnostics
     def diagnostics_message(self):

@@ -19,6 +19,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bifusion_core.pipeline.session import MISSING_TF_POLICIES
+from bifusion_core.pipeline.session import SKIP_REASONS as _SKIP_REASONS
+
 __all__ = [
     "NODE_NAME",
     "ParamSpec",
@@ -43,16 +46,8 @@ NODE_NAME = "bifusion"
 UNKNOWN_LABEL = 0xFFFFFFFF
 """``label`` value (UINT32 max) written into the published cloud for points without a class (semantic -1)."""
 
-SKIP_REASONS = (
-    "bad_encoding",      # colour not rgb8/bgr8/rgba8/bgra8/mono8, or depth not 16UC1/32FC1
-    "bad_image",         # data length / step inconsistent with width x height
-    "size_mismatch",     # colour, depth and camera info do not have the same width x height
-    "bad_camera_info",   # zero / non-finite K, skew, binning, ROI, unsupported distortion
-    "missing_tf",        # no world_frame <- camera frame transform at the image stamp (on_missing_tf=skip)
-    "processor_error",   # the model raised on this frame
-    "publish_error",     # building or publishing an output message raised
-)
-"""Why the node skips a frame; each is counted (and reported on ``/diagnostics``)."""
+SKIP_REASONS = _SKIP_REASONS
+"""Why the node (and replay) skip a frame: :data:`bifusion_core.pipeline.session.SKIP_REASONS`."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +123,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("on_missing_tf", "skip",
               "Without a camera pose: 'skip' logs, counts and drops the frame; 'identity' uses the identity "
               "pose and publishes the outputs in the camera frame instead of world_frame.",
-              choices=("skip", "identity")),
+              choices=MISSING_TF_POLICIES),
     # ------------------------------------------------------------------ model
     ParamSpec("checkpoint", "",
               "Model checkpoint file; empty = the shipped demo checkpoint.", read_only=True),

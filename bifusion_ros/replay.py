@@ -45,16 +45,17 @@ import shutil
 import sys
 import time
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bifusion_core.pipeline.session import FrameInputs, FrameSession
 from bifusion_ros import convert
 from bifusion_ros.bag_paths import resolve_bag_path
 from bifusion_ros.frame_io import FrameSkipped, frame_inputs, frame_outputs, load_processor as load_frame_processor
-from bifusion_ros.params import SKIP_REASONS, defaults, parse_string_list, resolve_topic, validate
+from bifusion_ros.params import defaults, parse_string_list, resolve_topic, validate
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
 from bifusion_ros.synthetic_bag import (CAMERA_INFO, IMAGE, TF_MESSAGE, TOPIC_GT_INSTANCE, TOPIC_GT_SEMANTIC, TOPIC_TF,
                                         TOPIC_TF_STATIC)
@@ -255,15 +256,6 @@ def _finite(x) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
-def _latency_summary(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    out = {}
-    for stage, values in samples.items():
-        a = np.asarray(values, np.float64) * 1e3
-        out[stage] = {"mean": round(float(a.mean()), 3), "p50": round(float(np.percentile(a, 50)), 3),
-                      "p95": round(float(np.percentile(a, 95)), 3), "max": round(float(a.max()), 3), "n": int(a.size)}
-    return out
-
-
 # -------------------------------------------------------------------------------------------------------------
 # The replay
 # -------------------------------------------------------------------------------------------------------------
@@ -271,13 +263,9 @@ def _latency_summary(samples: dict[str, list[float]]) -> dict[str, dict[str, flo
 class _Pending:
     """A validated set waiting for its camera pose."""
 
-    rgb: np.ndarray
-    depth: np.ndarray
-    intrinsics: Any
+    inputs: FrameInputs
     stamp: Any            # builtin_interfaces/Time of the colour image
-    image_frame: str
     arrival: int          # bag time (ns) of the message that completed the set
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class _Replay:
@@ -289,6 +277,9 @@ class _Replay:
 
         self.cfg = cfg
         self.processor = None
+        # the per-frame policy and book-keeping the node runs too (its processor is set by run())
+        self.session = FrameSession(None, world_frame=cfg.world_frame, camera_frame=cfg.camera_frame,
+                                    on_missing_tf=cfg.on_missing_tf, latency_window=None, log=log)
         self.store = typestore()
         self.msgs = convert.rosbags_factory(self.store)
         self.out = Path(cfg.out)
@@ -297,9 +288,6 @@ class _Replay:
         self.sync = ApproximateTimeSynchronizer(3, cfg.sync_queue_size, cfg.sync_slop)
         self.pending: deque[_Pending] = deque()
         self.counts: Counter = Counter()
-        self.skipped: Counter = Counter({r: 0 for r in SKIP_REASONS})
-        self.first_detail: dict[str, str] = {}
-        self.latency: dict[str, list[float]] = {}
         self.gt: dict[str, dict[int, np.ndarray]] = {}
         self.awaiting_gt: dict[int, tuple[Any, tuple[int, int], int]] = {}  # stamp -> (result, shape, arrival)
         self.evaluator: _Evaluator | None = None
@@ -312,23 +300,15 @@ class _Replay:
         self.bar = None
 
     # ---------------------------------------------------------------------------------------------- helpers
-    def _time(self, stage: str, seconds: float) -> None:
-        self.latency.setdefault(stage, []).append(float(seconds))
-
     def _skip(self, reason: str, detail: str) -> None:
-        self.skipped[reason] += 1
-        if reason not in self.first_detail:
-            self.first_detail[reason] = detail
-            log.warning("skipping frame (%s): %s", reason, detail)
-        else:
-            log.debug("skipping frame (%s): %s", reason, detail)
+        self.session.skip(reason, detail)
         self._advance()
 
     def _advance(self) -> None:
         self.counts["handled"] += 1
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(processed=self.counts["processed"], skipped=sum(self.skipped.values()),
+            self.bar.set_postfix(processed=self.session.counter("processed"), skipped=sum(self.session.skipped.values()),
                                  refresh=False)
 
     @property
@@ -355,16 +335,17 @@ class _Replay:
         color, depth, info = sync_set
         t0 = time.perf_counter()
         try:
-            rgb, depth_m, intrinsics = frame_inputs(color, depth, info, self.cfg.depth_scale)
+            rgb, depth_m, i = frame_inputs(color, depth, info, self.cfg.depth_scale)
         except FrameSkipped as skip:
             self._skip(skip.reason, skip.detail)
             return
         except Exception as exc:  # noqa: BLE001 - a malformed message must not end the replay (as in the node)
             self._skip("bad_image", f"{type(exc).__name__}: {exc}")
             return
-        p = _Pending(rgb, depth_m, intrinsics, color.header.stamp, str(color.header.frame_id), t_ns)
-        p.timings["convert"] = time.perf_counter() - t0
-        self.pending.append(p)
+        inputs = FrameInputs(rgb, depth_m, (i.fx, i.fy, i.cx, i.cy), stamp_to_ns(color.header.stamp) / 1e9,
+                             str(color.header.frame_id))
+        inputs.timings["convert"] = time.perf_counter() - t0
+        self.pending.append(_Pending(inputs, color.header.stamp, t_ns))
 
     def on_gt(self, kind: str, msg) -> None:
         """A ground-truth image (``kind`` ``semantic`` or ``instance``)."""
@@ -383,11 +364,8 @@ class _Replay:
             self._try_evaluate(stamp, *self.awaiting_gt[stamp])
 
     # ---------------------------------------------------------------------------------------------- TF
-    def _camera(self, p: _Pending) -> str:
-        return self.cfg.camera_frame or p.image_frame
-
     def _lookup(self, p: _Pending) -> np.ndarray:
-        camera = self._camera(p)
+        camera = self.session.camera(p.inputs.image_frame)
         if not camera:
             raise TransformError("the colour image has an empty header.frame_id and --camera-frame is not set")
         return self.tf.lookup(self.cfg.world_frame, camera, p.stamp)
@@ -399,68 +377,52 @@ class _Replay:
             p = self.pending[0]
             t0 = time.perf_counter()
             try:
-                pose, out_frame, detail = self._lookup(p), self.cfg.world_frame, ""
+                pose, out_frame = self._lookup(p), self.cfg.world_frame
             except TransformError as exc:
                 if now_ns is not None and now_ns <= p.arrival + timeout_ns:
                     return  # keep waiting for /tf, as the node does for tf_timeout
-                pose, out_frame = None, ""
-                detail = (f"no transform {self.cfg.world_frame!r} <- {self._camera(p)!r} at "
-                          f"{stamp_to_ns(p.stamp) / 1e9:.3f} s: {exc}")
-            self.pending.popleft()
-            if pose is None:
-                if self.cfg.on_missing_tf == "identity" and self._camera(p):
-                    self.counts["identity_pose"] += 1
-                    if self.counts["identity_pose"] == 1:
-                        log.warning("%s; using the identity pose in %r (--on-missing-tf identity)", detail,
-                                    self._camera(p))
-                    pose, out_frame = np.eye(4), self._camera(p)
-                else:
-                    self._skip("missing_tf", detail)
+                self.pending.popleft()
+                try:
+                    pose, out_frame = self.session.without_pose(p.inputs, str(exc))
+                except FrameSkipped as skip:
+                    self._skip(skip.reason, skip.detail)
                     continue
-            p.timings["tf"] = time.perf_counter() - t0
+            else:
+                self.pending.popleft()
+            p.inputs.timings["tf"] = time.perf_counter() - t0
             self._process(p, pose, out_frame)
 
     # ---------------------------------------------------------------------------------------------- frame
     def _process(self, p: _Pending, pose: np.ndarray, out_frame: str) -> None:
-        from bifusion_core.pipeline.types import Frame
-
-        i = p.intrinsics
         stamp_ns = stamp_to_ns(p.stamp)
-        frame = Frame(rgb=p.rgb, depth=p.depth, intrinsics=(i.fx, i.fy, i.cx, i.cy), pose=pose,
-                      stamp=stamp_ns / 1e9, frame_id=out_frame)
-        t0 = time.perf_counter()
+        timings = p.inputs.timings
         try:
-            result = self.processor.process(frame)
-        except Exception as exc:  # noqa: BLE001 - counted like the node does
-            self._skip("processor_error", f"{type(exc).__name__}: {exc}")
+            result = self.session.process(p.inputs, pose, out_frame)
+        except FrameSkipped as skip:  # counted like the node does
+            self._skip(skip.reason, skip.detail)
             return
         t1 = time.perf_counter()
-        p.timings["process"] = t1 - t0
         try:  # exactly what the node publishes
-            outputs = frame_outputs(result, p.stamp, out_frame, self._camera(p), self.cfg.world_frame, self.msgs,
-                                    float(self.cfg.score_threshold))
+            outputs = frame_outputs(result, p.stamp, out_frame, self.session.camera(p.inputs.image_frame),
+                                    self.cfg.world_frame, self.msgs, float(self.cfg.score_threshold))
             raw = self.bag.serialize(outputs)
         except Exception as exc:  # noqa: BLE001
             self._skip("publish_error", f"{type(exc).__name__}: {exc}")
             return
         self.bag.write(raw, p.arrival)
         t2 = time.perf_counter()
-        p.timings["outputs"] = t2 - t1
-        index = self.counts["processed"]
-        self.counts["processed"] += 1
+        timings["outputs"] = t2 - t1
+        index = self.session.counter("processed")
         if self.cfg.save_every and index % self.cfg.save_every == 0:
             from bifusion_core.io.render import write_result
 
             name = f"frame_{index:05d}"
-            write_result(self.frames_dir, name, result, p.rgb)
+            write_result(self.frames_dir, name, result, p.inputs.rgb)
             self.saved.append(name)
-            p.timings["save"] = time.perf_counter() - t2
-        p.timings["frame_total"] = sum(p.timings.values())
-        for stage, seconds in p.timings.items():
-            self._time(stage, seconds)
-        for stage, seconds in (getattr(result, "timings", None) or {}).items():
-            self._time(f"model/{stage}", seconds)
-        self._try_evaluate(stamp_ns, result, p.rgb.shape[:2], p.arrival)
+            timings["save"] = time.perf_counter() - t2
+        timings["frame_total"] = sum(timings.values())
+        self.session.done(p.inputs, result)
+        self._try_evaluate(stamp_ns, result, p.inputs.rgb.shape[:2], p.arrival)
         self._advance()
 
     def _try_evaluate(self, stamp_ns: int, result, shape: tuple[int, int], arrival: int) -> None:
@@ -489,7 +451,7 @@ class _Replay:
         if self.evaluator is None:
             self.evaluator = _Evaluator(list(result.class_names), self.cfg.min_region_size)
         self.evaluator.add(result, sem, gt.get("instance"))
-        self._time("eval", time.perf_counter() - t0)
+        self.session.latency.add("eval", time.perf_counter() - t0)
 
     # ---------------------------------------------------------------------------------------------- run
     def open(self) -> None:
@@ -542,7 +504,7 @@ class _Replay:
     def run(self, processor) -> dict:
         """Process the opened bag with ``processor``; returns the metrics (with ``_tables``)."""
         cfg, topics = self.cfg, self.topics
-        self.processor = processor
+        self.processor = self.session.processor = processor
         n_colour = sum(c.msgcount for c in topics["color"])
         log.info("bag %s: %d colour images on %s; %s", self.bag_path, n_colour, cfg.color_topic,
                  "ground truth " + " + ".join(self.gt_kinds) if self.gt_kinds else "no ground truth")
@@ -595,7 +557,7 @@ class _Replay:
 
     def _metrics(self, bag_path: Path, wall: float, interrupted: bool) -> dict:
         c = self.counts
-        processed = c["processed"]
+        processed = self.session.counter("processed")
         sem, inst = self.evaluator.results() if self.evaluator is not None else (None, None)
         without_gt = c["without_gt"] + len(self.awaiting_gt) + (processed if not self.gt_kinds else 0)
         frames = {
@@ -603,10 +565,10 @@ class _Replay:
             "synchronised": c["sets"],
             "sync_dropped_colour": max(c["colour"] - c["sets"], 0),
             "processed": processed,
-            "skipped": sum(self.skipped.values()),
-            "skipped_by_reason": dict(self.skipped),
-            "skip_examples": dict(self.first_detail),
-            "identity_pose": c["identity_pose"],
+            "skipped": sum(self.session.skipped.values()),
+            "skipped_by_reason": self.session.skipped,
+            "skip_examples": dict(self.session.first_detail),
+            "identity_pose": self.session.counter("identity_pose"),
             "evaluated": self.evaluator.frames if self.evaluator else 0,
             "without_gt": without_gt,
             "gt_size_mismatch": c["gt_size_mismatch"],
@@ -628,7 +590,7 @@ class _Replay:
                 "frames": len(self.evaluator.instances), "min_region_size": self.cfg.min_region_size,
                 "classes": {n: d for n, d in inst.to_dict()["classes"].items() if any(v is not None for v in d.values())},
             },
-            "latency_ms": _latency_summary(self.latency),
+            "latency_ms": self.session.latency.summary_ms(),
             "wall_time_s": round(wall, 3),
             "seconds_per_processed_frame": round(wall / processed, 4) if processed else None,
             "outputs": {"bag": str(self.bag.path), "messages": dict(self.bag.counts),

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from typing import Any, Callable
 
-__all__ = ["LatestFrameWorker", "LatencyStats"]
+from bifusion_core.pipeline.session import LatencyStats
+
+__all__ = ["LatestFrameWorker", "LatencyStats"]  # LatencyStats: bifusion_core.pipeline.session's
 
 _log = logging.getLogger(__name__)
 
@@ -172,37 +173,3 @@ class LatestFrameWorker:
             self._on_error(item, exc)
         except Exception:  # noqa: BLE001
             _log.exception("on_error callback raised")
-
-
-class LatencyStats:
-    """Per-stage latencies (seconds) over the last ``window`` samples of each stage; thread-safe."""
-
-    def __init__(self, window: int = 100):
-        if int(window) < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        self.window = int(window)
-        self._samples: dict[str, deque] = {}
-        self._lock = threading.Lock()
-
-    def add(self, stage: str, seconds: float) -> None:
-        with self._lock:
-            q = self._samples.get(stage)
-            if q is None:
-                q = self._samples[stage] = deque(maxlen=self.window)
-            q.append(float(seconds))
-
-    def update(self, timings: dict[str, float], prefix: str = "") -> None:
-        """Add every ``{stage: seconds}`` (names prefixed with ``prefix``)."""
-        for stage, seconds in timings.items():
-            self.add(prefix + str(stage), seconds)
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """``{stage: {"mean": s, "max": s, "last": s, "count": n}}`` in first-seen stage order."""
-        with self._lock:
-            return {stage: {"mean": sum(q) / len(q), "max": max(q), "last": q[-1], "count": float(len(q))}
-                    for stage, q in self._samples.items() if q}
-
-    def format(self, unit: float = 1e3, suffix: str = " ms") -> str:
-        """``"stage mean/max ms, ..."`` of every stage (means over the window)."""
-        return ", ".join(f"{stage} {v['mean'] * unit:.1f}/{v['max'] * unit:.1f}{suffix}"
-                         for stage, v in self.summary().items())

@@ -176,8 +176,16 @@ def test_latency_stats():
         s.add("model", v)
     s.update({"convert": 0.5}, prefix="pre/")
     summary = s.summary()
-    assert summary["model"] == {"mean": 3.0, "max": 4.0, "last": 4.0, "count": 3.0}
+    # the window keeps 2, 3, 4; p95 by linear interpolation: 3 + 0.9 * (4 - 3)
+    assert summary["model"] == pytest.approx({"mean": 3.0, "p50": 3.0, "p95": 3.9, "max": 4.0, "last": 4.0,
+                                              "count": 3.0})
     assert list(summary) == ["model", "pre/convert"]
     assert s.format() == "model 3000.0/4000.0 ms, pre/convert 500.0/500.0 ms"
-    with pytest.raises(ValueError):
-        LatencyStats(window=0)
+    assert s.summary_ms()["model"] == {"mean": 3000.0, "p50": 3000.0, "p95": 3900.0, "max": 4000.0, "n": 3}
+    everything = LatencyStats(window=None)
+    for v in range(1, 102):
+        everything.add("x", v / 1000)
+    assert everything.summary_ms()["x"] == {"mean": 51.0, "p50": 51.0, "p95": 96.0, "max": 101.0, "n": 101}
+    for bad in (0, True, 2.5):
+        with pytest.raises(ValueError):
+            LatencyStats(window=bad)
