@@ -98,6 +98,11 @@ class ReplayConfig:
         tf_timeout: seconds of bag time a set waits for its camera pose (the node's ``tf_timeout``).
         storage: storage of the output bag, ``mcap`` or ``sqlite3``.
         progress: show a tqdm progress bar.
+        map: build the online instance map (:class:`bifusion_core.mapping.SceneMap`) of the sequence, save it
+            to ``out/map`` and, with ground truth, score it as ESAM's online protocol (``metrics["map"]``).
+        oracle_instances: feed each frame's ground-truth instances into the map instead of the model's (the
+            merging machinery alone); needs the ground-truth topics, implies ``map``.
+        map_config: the map's settings (default :class:`bifusion_core.mapping.MapConfig`).
     """
 
     bag: str | Path
@@ -125,8 +130,19 @@ class ReplayConfig:
     min_region_size: int = 100
     storage: str = "mcap"
     progress: bool = True
+    map: bool = False
+    oracle_instances: bool = False
+    map_config: Any = None
 
     def __post_init__(self) -> None:
+        from bifusion_core.mapping import MapConfig
+
+        if self.oracle_instances:
+            self.map = True
+        if self.map_config is None:
+            self.map_config = MapConfig()
+        elif not isinstance(self.map_config, MapConfig):
+            raise ReplayError(f"map_config must be a MapConfig, got {type(self.map_config).__name__}")
         # the settings the node has too are checked exactly as the node checks its parameters
         node = {n: getattr(self, n) for n in _NODE_PARAMS}
         node["camera_info_topic"] = self.info_topic
@@ -291,6 +307,8 @@ class _Replay:
         self.gt: dict[str, dict[int, np.ndarray]] = {}
         self.awaiting_gt: dict[int, tuple[Any, tuple[int, int], int]] = {}  # stamp -> (result, shape, arrival)
         self.evaluator: _Evaluator | None = None
+        self.scene_map = None      # bifusion_core.mapping.SceneMap when cfg.map (created by run())
+        self.map_scorer = None     # OnlineMapScorer when cfg.map and ground truth
         self.saved: list[str] = []
         self.reader = None
         self.bag_path: Path | None = None
@@ -422,6 +440,8 @@ class _Replay:
             timings["save"] = time.perf_counter() - t2
         timings["frame_total"] = sum(timings.values())
         self.session.done(p.inputs, result)
+        if self.scene_map is not None and not self.gt_kinds:
+            self._map_frame(stamp_ns, result, None, None)
         self._try_evaluate(stamp_ns, result, p.inputs.rgb.shape[:2], p.arrival)
         self._advance()
 
@@ -451,7 +471,43 @@ class _Replay:
         if self.evaluator is None:
             self.evaluator = _Evaluator(list(result.class_names), self.cfg.min_region_size)
         self.evaluator.add(result, sem, gt.get("instance"))
+        if self.scene_map is not None:
+            self._map_frame(stamp_ns, result, sem, gt.get("instance"))
         self.session.latency.add("eval", time.perf_counter() - t0)
+
+    def _map_frame(self, stamp_ns: int, result, gt_semantic, gt_instance) -> None:
+        """Merge a frame into the map (its model instances, or its ground-truth ones with ``oracle_instances``)
+        and, with ground truth, record what the map made of each ground-truth instance."""
+        from bifusion_core.mapping import observations_from_result, oracle_observations
+
+        t0 = time.perf_counter()
+        min_points = self.cfg.map_config.min_points
+        gt_cls = gt_label = inst = None
+        if gt_semantic is not None and gt_instance is not None:
+            ev = self.evaluator
+            u, v = result.pixels[:, 0].astype(np.int64), result.pixels[:, 1].astype(np.int64)
+            ids = gt_semantic[v, u].astype(np.int64)
+            valid = (ids >= 0) & (ids < len(ev.lut))
+            gt_cls = np.where(valid, ev.lut[np.clip(ids, 0, len(ev.lut) - 1)], -1)
+            gt_cls = np.where((gt_cls >= 0) & (gt_cls < len(ev.to_id)), gt_cls, -1)
+            gt_label = np.where(gt_cls >= 0, ev.to_id[np.clip(gt_cls, 0, len(ev.to_id) - 1)], 0)
+            inst = gt_instance[v, u].astype(np.int64)
+        if self.cfg.oracle_instances:
+            obs, owner = oracle_observations(result.points, inst, gt_cls, min_points)
+        else:
+            obs, owner = observations_from_result(result, min_points)
+        semantic = np.asarray(result.semantic, np.int64)
+        try:
+            ids = self.scene_map.update(obs, stamp_ns / 1e9, points=np.asarray(result.points), semantic=semantic,
+                                        colours=np.asarray(result.colours), point_observation=owner)
+        except ValueError as exc:  # an unusable frame for the map is counted, the replay goes on
+            self.counts["map_errors"] += 1
+            log.warning("frame at %.3f s not merged into the map: %s", stamp_ns / 1e9, exc)
+            return
+        point_ids = np.where(owner >= 0, np.asarray(list(ids) + [0], np.int64)[owner], 0)
+        if self.map_scorer is not None and inst is not None:
+            self.map_scorer.add_frame(result.points, gt_label, inst, point_ids, min_points)
+        self.session.latency.add("map", time.perf_counter() - t0)
 
     # ---------------------------------------------------------------------------------------------- run
     def open(self) -> None:
@@ -486,6 +542,11 @@ class _Replay:
             self.close()
             raise
         self.gt_kinds = [k for k in ("semantic", "instance") if self.topics[k]]
+        if cfg.oracle_instances and set(self.gt_kinds) != {"semantic", "instance"}:
+            self.close()
+            raise ReplayError(f"--oracle-instances needs ground-truth semantic and instance images "
+                              f"({cfg.gt_semantic_topic}, {cfg.gt_instance_topic}); the bag has "
+                              f"{' + '.join(self.gt_kinds) or 'neither'}")
         if self.topics["instance"] and not self.topics["semantic"]:
             log.warning("the bag has %s but no %s: instances cannot be scored without semantic ground truth",
                         cfg.gt_instance_topic, cfg.gt_semantic_topic)
@@ -505,6 +566,12 @@ class _Replay:
         """Process the opened bag with ``processor``; returns the metrics (with ``_tables``)."""
         cfg, topics = self.cfg, self.topics
         self.processor = self.session.processor = processor
+        if cfg.map:
+            from bifusion_core.mapping import OnlineMapScorer, SceneMap
+
+            self.scene_map = SceneMap(cfg.map_config, list(getattr(processor, "class_names", []) or []) or None)
+            if self.gt_kinds == ["semantic", "instance"] or set(self.gt_kinds) == {"semantic", "instance"}:
+                self.map_scorer = OnlineMapScorer(cfg.map_config.voxel_size, cfg.min_region_size)
         n_colour = sum(c.msgcount for c in topics["color"])
         log.info("bag %s: %d colour images on %s; %s", self.bag_path, n_colour, cfg.color_topic,
                  "ground truth " + " + ".join(self.gt_kinds) if self.gt_kinds else "no ground truth")
@@ -555,6 +622,26 @@ class _Replay:
             self.bag.close()
         return self._metrics(self.bag_path, time.perf_counter() - t_start, interrupted)
 
+    def _map_metrics(self) -> dict | None:
+        """The map's figures (and its files under ``out/map``), None without ``map``."""
+        if self.scene_map is None:
+            return None
+        smap = self.scene_map
+        out = {"source": "ground-truth instances (oracle)" if self.cfg.oracle_instances else "model instances",
+               "instances": len(smap.instances), "voxels": int(len(smap.voxel_map.keys)),
+               "merged_observations": int(sum(i.merge_count for i in smap.instances)),
+               "directory": str(self.out / "map")}
+        try:
+            if (self.out / "map").exists():
+                shutil.rmtree(self.out / "map")
+            smap.save(self.out / "map")
+        except (OSError, ValueError) as exc:
+            log.error("cannot save the map to %s: %s", self.out / "map", exc)
+            out["directory"] = None
+        if self.map_scorer is not None and self.map_scorer.frames and self.evaluator is not None:
+            out["scene"] = self.map_scorer.result(smap.instances, self.evaluator.to_id)
+        return out
+
     def _metrics(self, bag_path: Path, wall: float, interrupted: bool) -> dict:
         c = self.counts
         processed = self.session.counter("processed")
@@ -590,6 +677,7 @@ class _Replay:
                 "frames": len(self.evaluator.instances), "min_region_size": self.cfg.min_region_size,
                 "classes": {n: d for n, d in inst.to_dict()["classes"].items() if any(v is not None for v in d.values())},
             },
+            "map": self._map_metrics(),
             "latency_ms": self.session.latency.summary_ms(),
             "wall_time_s": round(wall, 3),
             "seconds_per_processed_frame": round(wall / processed, 4) if processed else None,
@@ -684,6 +772,16 @@ def format_metrics(metrics: dict, per_class: bool = True) -> str:
         if inst is not None:
             lines.append(f"{'instance AP / AP50 / AP25':<26}{num(inst['ap'])} / {num(inst['ap50'])} / "
                          f"{num(inst['ap25'])}   (per frame, min {inst['min_region_size']} points)")
+    m = metrics.get("map")
+    if m:
+        lines.append(f"{'map':<26}{m['instances']} instances from {m['merged_observations']} observations "
+                     f"({m['source']}), {m['voxels']} voxels -> {m['directory']}")
+        sc = m.get("scene")
+        if sc:
+            lines.append(f"{'map AP / AP50 / AP25':<26}{num(sc['ap'])} / {num(sc['ap50'])} / {num(sc['ap25'])}   "
+                         f"(scene, {sc['gt_instances']} ground-truth instances)")
+            lines.append(f"{'map tracking':<26}ID consistency {num(sc['id_consistency'])}, fragmentation "
+                         f"{num(sc['fragmentation'])} ids per instance, {sc['id_switches']} ID switches")
     tables = metrics.get("_tables") or {}
     if per_class:
         for key in ("semantic", "instance"):
@@ -748,6 +846,11 @@ def build_parser(prog: str = "python -m bifusion_ros.replay") -> argparse.Argume
                    help="write PNG/PLY/JSON of every k-th processed frame to OUT/frames (0: none; default 1)")
     g.add_argument("--min-region-size", type=int, default=100,
                    help="smallest instance (points) counted by the instance AP (default 100)")
+    g.add_argument("--map", action="store_true",
+                   help="build the online instance map of the sequence, save it to OUT/map (PLY, JSON, ScanNet-format "
+                        "state) and score it against the scene's ground truth (ESAM's online protocol)")
+    g.add_argument("--oracle-instances", action="store_true",
+                   help="feed the map each frame's ground-truth instances instead of the model's (implies --map)")
     g.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="output bag storage (default mcap)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-class tables")
     return p
@@ -772,7 +875,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         tf_timeout=args.tf_timeout, sync_slop=args.sync_slop, sync_queue_size=args.sync_queue_size,
         depth_scale=args.depth_scale, score_threshold=args.score_threshold, voxel_size=args.voxel_size,
         max_frames=args.max_frames, save_every=args.save_every, min_region_size=args.min_region_size,
-        storage=args.storage, progress=not args.quiet)
+        storage=args.storage, progress=not args.quiet, map=args.map, oracle_instances=args.oracle_instances)
 
 
 def run(cfg: ReplayConfig, processor=None, per_class: bool = True) -> int:
