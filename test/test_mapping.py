@@ -279,7 +279,7 @@ def test_pairs_at_or_below_the_threshold_cannot_displace_a_match():
     the best admissible match 1-A."""
     pts = box_surface((0, 0, 0))
     e = np.eye(4)
-    m = InstanceMap()
+    m = InstanceMap(MapConfig(merge_threshold=0.1))
     assert m.update([obs(pts, embedding=e[0])], 0.0) == [1]
     assert m.update([obs(pts, embedding=e[1])], 1.0) == [2]  # orthogonal: a second instance at the same place
     g_a = np.array([0.3, 0.09, math.sqrt(1 - 0.09 - 0.0081), 0.0])

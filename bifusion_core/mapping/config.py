@@ -48,9 +48,11 @@ class MapConfig:
         max_instances: most instances kept in memory (>= 1); beyond it the least recently seen are evicted
             (see :class:`~bifusion_core.mapping.instance_map.InstanceMap`). Default 100.
         merge_threshold: a memory/new pair merges when its score (embedding cosine x overlap, in [-1, 1]) is
-            strictly above this, in [0, 1). Default 0.1: with no embedding (similarity 1) two partial views of
-            one object whose boxes overlap by a tenth of their union merge, while objects whose boxes barely
-            touch do not. (ESAM's released code thresholds at 0.)
+            strictly above this, in [0, 1). Default 0.03: with no embedding (similarity 1) two partial views of
+            one object whose boxes overlap by 3 % of their union merge, while objects whose boxes do not touch
+            do not. Measured with ground-truth instances on 4 synthetic sequences of 40 frames (320x240,
+            box IoU): 0.1 gave ID consistency 0.951 / fragmentation 1.37 / AP50 0.977, 0.03 gave 0.980 / 1.21 /
+            0.993, 0.01 gave 0.968 / 1.23 / 1.0. (ESAM's released code thresholds at 0.)
         overlap: the geometric term: ``"box_iou"`` (IoU of the axis-aligned voxel boxes, as ESAM) or
             ``"voxel_iou"`` (IoU of the voxel sets).
         class_agnostic: merge across classes (the score is not zeroed where the classes disagree).
@@ -63,7 +65,7 @@ class MapConfig:
 
     voxel_size: float = 0.05
     max_instances: int = 100
-    merge_threshold: float = 0.1
+    merge_threshold: float = 0.03
     overlap: str = "box_iou"
     class_agnostic: bool = False
     max_voxels: int = 250_000
