@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write PNG/PLY outputs of every k-th frame (0: none; default 5)")
     p.add_argument("--seed", type=int, default=DEMO_SEED, help=f"room seed (default {DEMO_SEED}, a held-out room)")
     p.add_argument("--cache-dir", type=Path, help=f"recording cache (default {cache_root()})")
+    p.add_argument("--no-map", action="store_true", help="do not build the online instance map (OUT/map)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, no per-class tables")
     return p
 
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
     try:
         bag = ensure_recording(generator_params(args.frames, args.seed), args.cache_dir, progress=not args.quiet)
         cfg = replay.ReplayConfig(bag=bag, out=args.out, checkpoint=args.checkpoint, device=args.device,
-                                  save_every=args.save_every, progress=not args.quiet)
+                                  save_every=args.save_every, progress=not args.quiet, map=not args.no_map)
     except (OSError, ValueError, replay.ReplayError) as exc:
         log.error("%s", exc)
         return 2
@@ -143,7 +144,8 @@ def main(argv=None) -> int:
         print("-" * 64)
         print("look at: the *_labels.png / *_instances.png / *_alpha.png overlays and the *.ply clouds (label, "
               "instance, score, alpha per point) in the frames directory; the output bag in Foxglove or RViz "
-              "(fixed frame 'map')")
+              "(fixed frame 'map')" + ("" if args.no_map else f"; the merged map {Path(args.out) / 'map' / 'map.ply'} "
+                                       "(label, instance per 5 cm voxel) and its instances.json"))
     elif status == 2 and not args.checkpoint:
         from bifusion_core.pipeline.processor import DEMO_CHECKPOINT
 
