@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from bifusion_core.pipeline.session import FrameSkipped
+from bifusion_core.pipeline.session import FrameInputs, FrameSkipped
 from bifusion_ros import convert
 from bifusion_ros.params import UNKNOWN_LABEL
+from bifusion_ros.sync import stamp_to_ns
 
-__all__ = ["FrameSkipped", "frame_inputs", "frame_outputs", "load_processor", "result_outputs"]
+__all__ = ["frame_inputs", "frame_outputs", "load_processor", "result_outputs"]
 
 
 def load_processor(checkpoint: str | None, device: str = "auto", half: bool = False, voxel_size: float = 0.0):
@@ -34,11 +35,11 @@ def load_processor(checkpoint: str | None, device: str = "auto", half: bool = Fa
                                           voxel_size=float(voxel_size) or None)
 
 
-def frame_inputs(color, depth, info, depth_scale: float = 0.001):
-    """Validate a synchronised colour / depth / camera-info set; returns ``(rgb, depth_m, intrinsics)``.
-
-    ``rgb`` ``(H, W, 3)`` uint8, ``depth_m`` ``(H, W)`` float32 metres (NaN = no reading),
-    ``intrinsics`` a :class:`bifusion_ros.convert.Intrinsics`.
+def frame_inputs(color, depth, info, depth_scale: float = 0.001) -> FrameInputs:
+    """Validate a synchronised colour / depth / camera-info set into the session's
+    :class:`~bifusion_core.pipeline.session.FrameInputs`: ``rgb`` ``(H, W, 3)`` uint8, ``depth`` ``(H, W)``
+    float32 metres (NaN = no reading), ``intrinsics`` ``(fx, fy, cx, cy)``, the colour image's stamp (seconds)
+    and ``header.frame_id``.
 
     Raises:
         FrameSkipped: ``bad_encoding``, ``size_mismatch``, ``bad_image`` or ``bad_camera_info``.
@@ -65,7 +66,9 @@ def frame_inputs(color, depth, info, depth_scale: float = 0.001):
         depth_m = convert.image_to_numpy(depth, depth_scale=depth_scale)
     except ValueError as exc:
         raise FrameSkipped("bad_image", str(exc)) from None
-    return rgb, depth_m, intrinsics
+    i = intrinsics
+    return FrameInputs(rgb, depth_m, (i.fx, i.fy, i.cx, i.cy), stamp_to_ns(color.header.stamp) / 1e9,
+                       str(color.header.frame_id))
 
 
 def _numpy(x) -> np.ndarray:

@@ -52,14 +52,14 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from bifusion_core.pipeline.session import FrameInputs, FrameSession
+from bifusion_core.pipeline.session import FrameInputs, FrameSession, FrameSkipped
 from bifusion_ros import convert
-from bifusion_ros.frame_io import FrameSkipped, frame_inputs, frame_outputs, load_processor, result_outputs
+from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor
 from bifusion_ros.params import NODE_NAME, PARAMS, coerce, spec
 from bifusion_ros.sync import stamp_to_ns
 from bifusion_ros.worker import LatestFrameWorker
 
-__all__ = ["BiFusionNode", "FrameSkipped", "StartupError", "frame_inputs", "result_outputs", "load_processor", "main"]
+__all__ = ["BiFusionNode", "StartupError", "main"]
 
 OUTPUT_QOS_DEPTH = 2
 """Keep-last depth of the (reliable) output publishers: a late subscriber gets the newest frame, never a backlog."""
@@ -265,15 +265,13 @@ class BiFusionNode(Node):
         self.session.count("received")
         self._last_received = t0
         try:
-            rgb, depth_m, i = frame_inputs(color, depth, info, self._cfg["depth_scale"])
+            inputs = frame_inputs(color, depth, info, self._cfg["depth_scale"])
         except FrameSkipped as skip:
             self.session.skip(skip.reason, skip.detail)
             return
         except Exception as exc:  # noqa: BLE001 - a malformed message must not kill the node
             self.session.skip("bad_image", f"{type(exc).__name__}: {exc}")
             return
-        inputs = FrameInputs(rgb, depth_m, (i.fx, i.fy, i.cx, i.cy), stamp_to_ns(color.header.stamp) / 1e9,
-                             str(color.header.frame_id))
         job = _Job(inputs, color.header.stamp, t0)
         job.submitted = time.monotonic()
         inputs.timings["convert"] = job.submitted - t0

@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bifusion_core.pipeline.session import MISSING_TF_POLICIES
-from bifusion_core.pipeline.session import SKIP_REASONS as _SKIP_REASONS
 
 __all__ = [
     "NODE_NAME",
     "ParamSpec",
     "PARAMS",
     "UNKNOWN_LABEL",
-    "SKIP_REASONS",
     "spec",
     "defaults",
     "validate",
@@ -46,8 +44,6 @@ NODE_NAME = "bifusion"
 UNKNOWN_LABEL = 0xFFFFFFFF
 """``label`` value (UINT32 max) written into the published cloud for points without a class (semantic -1)."""
 
-SKIP_REASONS = _SKIP_REASONS
-"""Why the node (and replay) skip a frame: :data:`bifusion_core.pipeline.session.SKIP_REASONS`."""
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from bifusion_core.pipeline.session import FrameInputs, FrameSession
+from bifusion_core.pipeline.session import FrameInputs, FrameSession, FrameSkipped
 from bifusion_ros import convert
-from bifusion_ros.bag_paths import resolve_bag_path
-from bifusion_ros.frame_io import FrameSkipped, frame_inputs, frame_outputs, load_processor as load_frame_processor
+from bifusion_ros.bag_paths import STORAGES, resolve_bag_path
+from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor as load_frame_processor
 from bifusion_ros.params import defaults, parse_string_list, resolve_topic, validate
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
 from bifusion_ros.synthetic_bag import (CAMERA_INFO, IMAGE, TF_MESSAGE, TOPIC_GT_INSTANCE, TOPIC_GT_SEMANTIC, TOPIC_TF,
@@ -150,7 +150,7 @@ class ReplayConfig:
             err = validate(name, value)
             if err:
                 raise ReplayError(err)
-        if self.storage not in ("mcap", "sqlite3"):
+        if self.storage not in STORAGES:
             raise ReplayError(f"storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ReplayError(f"max_frames must be >= 1, got {self.max_frames}")
@@ -249,17 +249,25 @@ class _Evaluator:
         self.instances = InstanceAccumulator(InstanceEvalConfig(min_region_size=min_region_size))
         self.frames = 0
 
-    def add(self, result, gt_semantic: np.ndarray, gt_instance: np.ndarray | None) -> None:
-        from bifusion_core.eval import frame_instance_inputs
-
+    def point_ground_truth(self, result, gt_semantic: np.ndarray, gt_instance: np.ndarray | None):
+        """``(class index (N,) of each of the result's points, IGNORE_INDEX where none of the model's;
+        instance id (N,) or None)`` read from the ground-truth images at the points' pixels."""
         u, v = result.pixels[:, 0].astype(np.int64), result.pixels[:, 1].astype(np.int64)
         ids = gt_semantic[v, u].astype(np.int64)
         sem_gt = np.where((ids >= 0) & (ids < len(self.lut)), self.lut[np.clip(ids, 0, len(self.lut) - 1)],
                           self.ignore)
+        return sem_gt, (None if gt_instance is None else gt_instance[v, u].astype(np.int64))
+
+    def add(self, result, gt_semantic: np.ndarray, gt_instance: np.ndarray | None):
+        """Score one frame; returns :meth:`point_ground_truth` (for the map)."""
+        from bifusion_core.eval import frame_instance_inputs
+
+        sem_gt, inst_gt = self.point_ground_truth(result, gt_semantic, gt_instance)
         self.semantic.update(sem_gt, np.asarray(result.semantic))
         self.frames += 1
-        if gt_instance is not None:
-            self.instances.add(*frame_instance_inputs(sem_gt, gt_instance[v, u], result.instances, self.to_id))
+        if inst_gt is not None:
+            self.instances.add(*frame_instance_inputs(sem_gt, inst_gt, result.instances, self.to_id))
+        return sem_gt, inst_gt
 
     def results(self):
         """``(SemanticResult or None, InstanceResult or None)``."""
@@ -292,7 +300,6 @@ class _Replay:
         from bifusion_ros.interfaces import typestore
 
         self.cfg = cfg
-        self.processor = None
         # the per-frame policy and book-keeping the node runs too (its processor is set by run())
         self.session = FrameSession(None, world_frame=cfg.world_frame, camera_frame=cfg.camera_frame,
                                     on_missing_tf=cfg.on_missing_tf, latency_window=None, log=log)
@@ -353,15 +360,13 @@ class _Replay:
         color, depth, info = sync_set
         t0 = time.perf_counter()
         try:
-            rgb, depth_m, i = frame_inputs(color, depth, info, self.cfg.depth_scale)
+            inputs = frame_inputs(color, depth, info, self.cfg.depth_scale)
         except FrameSkipped as skip:
             self._skip(skip.reason, skip.detail)
             return
         except Exception as exc:  # noqa: BLE001 - a malformed message must not end the replay (as in the node)
             self._skip("bad_image", f"{type(exc).__name__}: {exc}")
             return
-        inputs = FrameInputs(rgb, depth_m, (i.fx, i.fy, i.cx, i.cy), stamp_to_ns(color.header.stamp) / 1e9,
-                             str(color.header.frame_id))
         inputs.timings["convert"] = time.perf_counter() - t0
         self.pending.append(_Pending(inputs, color.header.stamp, t_ns))
 
@@ -470,30 +475,26 @@ class _Replay:
         t0 = time.perf_counter()
         if self.evaluator is None:
             self.evaluator = _Evaluator(list(result.class_names), self.cfg.min_region_size)
-        self.evaluator.add(result, sem, gt.get("instance"))
+        sem_gt, inst_gt = self.evaluator.add(result, sem, gt.get("instance"))
         if self.scene_map is not None:
-            self._map_frame(stamp_ns, result, sem, gt.get("instance"))
+            self._map_frame(stamp_ns, result, sem_gt, inst_gt)
         self.session.latency.add("eval", time.perf_counter() - t0)
 
-    def _map_frame(self, stamp_ns: int, result, gt_semantic, gt_instance) -> None:
+    def _map_frame(self, stamp_ns: int, result, gt_class, gt_instance) -> None:
         """Merge a frame into the map (its model instances, or its ground-truth ones with ``oracle_instances``)
-        and, with ground truth, record what the map made of each ground-truth instance."""
+        and, with ground truth per point (:meth:`_Evaluator.point_ground_truth`), record what the map made of
+        each ground-truth instance."""
         from bifusion_core.mapping import observations_from_result, oracle_observations
 
         t0 = time.perf_counter()
         min_points = self.cfg.map_config.min_points
-        gt_cls = gt_label = inst = None
-        if gt_semantic is not None and gt_instance is not None:
-            ev = self.evaluator
-            u, v = result.pixels[:, 0].astype(np.int64), result.pixels[:, 1].astype(np.int64)
-            ids = gt_semantic[v, u].astype(np.int64)
-            valid = (ids >= 0) & (ids < len(ev.lut))
-            gt_cls = np.where(valid, ev.lut[np.clip(ids, 0, len(ev.lut) - 1)], -1)
-            gt_cls = np.where((gt_cls >= 0) & (gt_cls < len(ev.to_id)), gt_cls, -1)
-            gt_label = np.where(gt_cls >= 0, ev.to_id[np.clip(gt_cls, 0, len(ev.to_id) - 1)], 0)
-            inst = gt_instance[v, u].astype(np.int64)
+        gt_cls = gt_label = None
+        if gt_class is not None and gt_instance is not None:
+            to_id = self.evaluator.to_id
+            gt_cls = np.where((gt_class >= 0) & (gt_class < len(to_id)), gt_class, -1)
+            gt_label = np.where(gt_cls >= 0, to_id[np.clip(gt_cls, 0, len(to_id) - 1)], 0)
         if self.cfg.oracle_instances:
-            obs, owner = oracle_observations(result.points, inst, gt_cls, min_points)
+            obs, owner = oracle_observations(result.points, gt_instance, gt_cls, min_points)
         else:
             obs, owner = observations_from_result(result, min_points)
         semantic = np.asarray(result.semantic, np.int64)
@@ -505,8 +506,8 @@ class _Replay:
             log.warning("frame at %.3f s not merged into the map: %s", stamp_ns / 1e9, exc)
             return
         point_ids = np.where(owner >= 0, np.asarray(list(ids) + [0], np.int64)[owner], 0)
-        if self.map_scorer is not None and inst is not None:
-            self.map_scorer.add_frame(result.points, gt_label, inst, point_ids, min_points)
+        if self.map_scorer is not None and gt_label is not None:
+            self.map_scorer.add_frame(result.points, gt_label, gt_instance, point_ids, min_points)
         self.session.latency.add("map", time.perf_counter() - t0)
 
     # ---------------------------------------------------------------------------------------------- run
@@ -565,12 +566,12 @@ class _Replay:
     def run(self, processor) -> dict:
         """Process the opened bag with ``processor``; returns the metrics (with ``_tables``)."""
         cfg, topics = self.cfg, self.topics
-        self.processor = self.session.processor = processor
+        self.session.processor = processor
         if cfg.map:
             from bifusion_core.mapping import OnlineMapScorer, SceneMap
 
             self.scene_map = SceneMap(cfg.map_config, list(getattr(processor, "class_names", []) or []) or None)
-            if self.gt_kinds == ["semantic", "instance"] or set(self.gt_kinds) == {"semantic", "instance"}:
+            if set(self.gt_kinds) == {"semantic", "instance"}:
                 self.map_scorer = OnlineMapScorer(cfg.map_config.voxel_size, cfg.min_region_size)
         n_colour = sum(c.msgcount for c in topics["color"])
         log.info("bag %s: %d colour images on %s; %s", self.bag_path, n_colour, cfg.color_topic,
@@ -630,6 +631,7 @@ class _Replay:
         out = {"source": "ground-truth instances (oracle)" if self.cfg.oracle_instances else "model instances",
                "instances": len(smap.instances), "voxels": int(len(smap.voxel_map.keys)),
                "merged_observations": int(sum(i.merge_count for i in smap.instances)),
+               "frames_not_merged": int(self.counts["map_errors"]),
                "directory": str(self.out / "map")}
         try:
             if (self.out / "map").exists():
@@ -661,11 +663,12 @@ class _Replay:
             "gt_size_mismatch": c["gt_size_mismatch"],
             "bad_tf_messages": c["bad_tf_messages"],
         }
-        cls = getattr(self.processor, "class_names", None)
+        proc = self.session.processor
+        cls = getattr(proc, "class_names", None)
         return {
             "bag": str(bag_path),
-            "checkpoint": str(getattr(self.processor, "checkpoint", None) or "(a processor given by the caller)"),
-            "device": str(getattr(self.processor, "device", self.cfg.device)),
+            "checkpoint": str(getattr(proc, "checkpoint", None) or "(a processor given by the caller)"),
+            "device": str(getattr(proc, "device", self.cfg.device)),
             "classes": list(cls) if cls is not None else None,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.cfg).items()},
             "interrupted": interrupted,
@@ -851,7 +854,7 @@ def build_parser(prog: str = "python -m bifusion_ros.replay") -> argparse.Argume
                         "state) and score it against the scene's ground truth (ESAM's online protocol)")
     g.add_argument("--oracle-instances", action="store_true",
                    help="feed the map each frame's ground-truth instances instead of the model's (implies --map)")
-    g.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="output bag storage (default mcap)")
+    g.add_argument("--storage", default="mcap", choices=STORAGES, help="output bag storage (default mcap)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-class tables")
     return p
 

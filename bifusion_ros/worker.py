@@ -14,9 +14,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from bifusion_core.pipeline.session import LatencyStats
-
-__all__ = ["LatestFrameWorker", "LatencyStats"]  # LatencyStats: bifusion_core.pipeline.session's
+__all__ = ["LatestFrameWorker"]
 
 _log = logging.getLogger(__name__)
 

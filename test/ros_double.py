@@ -78,6 +78,26 @@ class _Context:
     def __init__(self):
         self.initialized = False
         self.lock = threading.Lock()
+        self.overrides: dict = {}  # name -> Parameter, from `--ros-args -p name:=value` given to init()
+
+
+def _parameter_arguments(args) -> dict:
+    """``-p`` / ``--param name:=value`` inside ``--ros-args`` (up to ``--``), the value read as YAML: what rclpy
+    turns into global parameter overrides."""
+    import yaml
+
+    out, inside, it = {}, False, iter(args or [])
+    for a in it:
+        if a == "--ros-args":
+            inside = True
+        elif a == "--":
+            inside = False
+        elif inside and a in ("-p", "--param"):
+            name, sep, text = next(it, "").partition(":=")
+            if not sep or not name:
+                raise RuntimeError(f"Couldn't parse parameter override rule: '{name}{sep}{text}'")
+            out[name] = Parameter(name, value=yaml.safe_load(text))
+    return out
 
 
 _CONTEXT = _Context()
@@ -87,6 +107,7 @@ def init(args=None, context=None, **kwargs):
     with _CONTEXT.lock:
         if _CONTEXT.initialized:
             raise RuntimeError("rclpy.init() has already been called")
+        _CONTEXT.overrides = _parameter_arguments(args)
         _CONTEXT.initialized = True
 
 
@@ -355,7 +376,9 @@ class Node:
             raise RuntimeError("rclpy.init() has not been called")
         self._name = node_name
         self._namespace = "/" + (namespace or "").strip("/")
-        self._overrides = {p.name: p for p in (parameter_overrides or [])}
+        # as rclpy: the global `--ros-args -p` overrides, then the node's own (which win)
+        self._overrides = dict(_CONTEXT.overrides) if use_global_arguments else {}
+        self._overrides.update({p.name: p for p in (parameter_overrides or [])})
         self._parameters: dict[str, Parameter] = {}
         self._descriptors: dict[str, object] = {}
         self._param_callbacks: list = []

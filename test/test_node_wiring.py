@@ -21,7 +21,8 @@ from bifusion_ros.convert import (
     numpy_to_image,
     rclpy_factory,
 )
-from bifusion_ros.params import PARAMS, SKIP_REASONS, UNKNOWN_LABEL, resolve_topic
+from bifusion_core.pipeline.session import SKIP_REASONS
+from bifusion_ros.params import PARAMS, UNKNOWN_LABEL, resolve_topic
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 6, 8
@@ -512,21 +513,18 @@ def test_a_failing_parameter_callback_is_reported_not_raised(ros, monkeypatch):
     assert not res.successful and "RuntimeError: unexpected" in res.reason
 
 
-def test_main_logs_one_line_and_exits_1_on_a_bad_parameter(ros, monkeypatch, capsys):
+def test_main_logs_one_line_and_exits_1_on_a_bad_parameter(ros, monkeypatch, capfd):
+    """``bifusion_node --ros-args -p sync_queue_size:=ten``: the override reaches the node through rclpy's
+    global arguments (real rclpy, or the double's init(args)); main() logs one fatal line, returns 1."""
     import bifusion_ros.node as node_module
 
     monkeypatch.setattr(node_module, "load_processor", lambda *a, **k: FakeProcessor())
     ros.rclpy.try_shutdown()  # main() calls rclpy.init itself
-    if not ros.doubled:
-        pytest.skip("the parameter override travels through rclpy's global arguments there (test_real_ros)")
-    real_init = node_module.BiFusionNode.__init__
-
-    def init(self, processor=None, **kw):
-        real_init(self, processor, parameter_overrides=[ros.Parameter("sync_queue_size", value="ten")])
-
-    monkeypatch.setattr(node_module.BiFusionNode, "__init__", init)
-    assert node_module.main([]) == 1
-    fatal = ros_double.get_logger("bifusion").messages("fatal")
+    assert node_module.main(["bifusion_node", "--ros-args", "-p", "sync_queue_size:=ten"]) == 1
+    if ros.doubled:
+        fatal = ros_double.get_logger("bifusion").messages("fatal")
+    else:  # rcutils writes to the process' stderr
+        fatal = [line for line in capfd.readouterr().err.splitlines() if "FATAL" in line]
     assert len(fatal) == 1 and "sync_queue_size" in fatal[-1] and "cannot start" in fatal[-1]
     assert not ros.rclpy.ok()
     ros.rclpy.init()  # for the fixture's teardown symmetry
@@ -652,7 +650,7 @@ def test_result_outputs_accepts_torch_instances(ros):
     import torch
 
     from bifusion_core.pipeline.types import FrameResult
-    from bifusion_ros.node import result_outputs
+    from bifusion_ros.frame_io import result_outputs
 
     inst = FakeInstance(3, 1, "table", 0.8, torch.tensor([1.0, 2.0, 0.5]), torch.tensor([0.5, 0.4, 0.7]),
                         torch.arange(2))

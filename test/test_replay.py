@@ -17,7 +17,7 @@ from bifusion_core.data.scannet.classes import SCANNET200
 from bifusion_core.data.synthetic import OBJECT_CLASSES, CameraConfig, SequenceConfig, SyntheticSequence
 from bifusion_ros.convert import cloud_to_numpy, image_to_numpy
 from bifusion_ros.interfaces import typestore
-from bifusion_ros.params import SKIP_REASONS
+from bifusion_core.pipeline.session import SKIP_REASONS
 from bifusion_ros.replay import OUTPUT_TOPICS, ReplayConfig, ReplayError, format_metrics, main, replay, run
 from bifusion_ros.synthetic_bag import OPTICAL_FRAME, TOPIC_COLOR_INFO, TOPIC_DEPTH_INFO, TOPIC_TF, TOPIC_TF_STATIC
 from bifusion_ros.synthetic_bag import main as bag_main

@@ -90,13 +90,13 @@ def test_skips_are_counted_per_reason_and_logged_throttled():
         s.skip("bad_mood", "x")
 
 
-def test_the_node_and_replay_run_one_session_class():
-    """Both drive FrameSession (no second copy of the policy): their modules hold no policy of their own."""
-    import inspect
+def test_replay_runs_the_session_with_its_settings(tmp_path):
+    """Replay keeps no policy of its own: its FrameSession carries the settings it shares with the node."""
+    from bifusion_ros.replay import ReplayConfig, _Replay
 
-    import bifusion_ros.replay as replay
-
-    source = inspect.getsource(replay)
-    assert "FrameSession(" in source and "on_missing_tf == \"identity\"" not in source
-    node_source = open(replay.__file__.replace("replay.py", "node.py")).read()
-    assert "FrameSession(" in node_source and "on_missing_tf\"] == \"identity\"" not in node_source
+    r = _Replay(ReplayConfig(bag=tmp_path / "none", out=tmp_path / "out", world_frame="odom",
+                             camera_frame="cam", on_missing_tf="identity", progress=False))
+    s = r.session
+    assert isinstance(s, FrameSession) and (s.world_frame, s.camera_frame, s.on_missing_tf) == ("odom", "cam",
+                                                                                               "identity")
+    assert s.latency.window is None  # a replay summarises every frame

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from bifusion_ros.worker import LatencyStats, LatestFrameWorker
+from bifusion_core.pipeline.session import LatencyStats
+from bifusion_ros.worker import LatestFrameWorker
 
 
 class Gate:

@@ -19,7 +19,6 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -103,8 +102,8 @@ class FrameInputs:
     Attributes:
         rgb: ``(H, W, 3)`` uint8. depth: ``(H, W)`` float32 metres (NaN = no reading).
         intrinsics: ``(fx, fy, cx, cy)`` pixels. stamp: the colour image's stamp, seconds.
-        image_frame: the colour image's ``header.frame_id``. source: what the caller needs to build its outputs
-        (e.g. the ROS stamp message). timings: seconds per stage so far (``convert``, ``wait``, ``tf``, ...).
+        image_frame: the colour image's ``header.frame_id``. timings: seconds per stage so far (``convert``,
+        ``wait``, ``tf``, ...).
     """
 
     rgb: np.ndarray
@@ -112,7 +111,6 @@ class FrameInputs:
     intrinsics: tuple[float, float, float, float]
     stamp: float
     image_frame: str
-    source: Any = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
