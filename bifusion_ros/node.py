@@ -7,7 +7,8 @@ Data flow::
     info   ┘                                                        │ submit (one-slot mailbox, newest wins)
                                                                     ▼
           LatestFrameWorker thread: TF pose (world_frame <- camera frame at the image stamp, tf_timeout)
-          ─► FrameProcessor.process(Frame) ─► PointCloud2 + MarkerArray + InstanceArray + α Image
+          ─► FrameProcessor.process(Frame) ─► online map (persistent ids) ─► PointCloud2 + MarkerArray
+          + InstanceArray + α Image; every map_publish_period: ~/map_cloud + ~/map_markers
 
 - Subscriptions use sensor-data QoS (best effort: also connects to realsense2_camera's reliable publishers).
 - The TF lookup runs on the worker thread, so waiting ``tf_timeout`` for the pose never blocks the executor
@@ -18,7 +19,15 @@ Data flow::
   and book-keeping per frame are :class:`bifusion_core.pipeline.session.FrameSession`, which replay runs too.
 - ``/diagnostics`` gets a ``DiagnosticArray`` every ``diagnostics_period``: counts and per-stage latency.
 - ``classes`` may be changed at run time; the change is applied between two frames
-  (``FrameProcessor.set_classes``) and rejected with a reason when the processor refuses it.
+  (``FrameProcessor.set_classes``) and rejected with a reason when the processor refuses it. The map's class
+  indices then mean other classes, so the map is reset.
+- With ``map`` (default on) the frame's instances merge into the session's online map
+  (:class:`bifusion_core.pipeline.session_map.SessionMap`, ESAM-style); the cloud's ``instance`` field, the
+  markers (coloured by id) and ``~/instances`` carry the persistent map ids. A frame without a pose
+  (``on_missing_tf: identity``) is not merged (its points are in the camera frame). ``~/map_cloud`` (labelled
+  voxels) and ``~/map_markers`` (one box per map instance) go out at most every ``map_publish_period`` seconds
+  of image stamps, reliable and transient local (a late RViz gets the latest map). ``~/reset_map``
+  (``std_srvs/Trigger``) empties the map; ids start at 1 again.
 
 Parameters: :data:`bifusion_ros.params.PARAMS`. Every ROS import of the package lives in this module;
 conversions are in :mod:`bifusion_ros.convert`, the mailbox in :mod:`bifusion_ros.worker`.
@@ -47,15 +56,16 @@ from rcl_interfaces.msg import (
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from bifusion_core.pipeline.session import FrameInputs, FrameSession, FrameSkipped
 from bifusion_ros import convert
-from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor
-from bifusion_ros.params import NODE_NAME, PARAMS, coerce, spec
+from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor, map_outputs
+from bifusion_ros.params import NODE_NAME, PARAMS, coerce, map_config, spec
 from bifusion_ros.sync import stamp_to_ns
 from bifusion_ros.worker import LatestFrameWorker
 
@@ -63,6 +73,11 @@ __all__ = ["BiFusionNode", "StartupError", "main"]
 
 OUTPUT_QOS_DEPTH = 2
 """Keep-last depth of the (reliable) output publishers: a late subscriber gets the newest frame, never a backlog."""
+
+MAP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""``~/map_cloud`` / ``~/map_markers``: the latest map only, kept for subscribers that join later (as nav2's map)."""
+
+RESET_MAP_SERVICE = "~/reset_map"
 
 _SKIP_LOG_PERIOD = 5.0
 
@@ -148,6 +163,11 @@ class BiFusionNode(Node):
                                     on_missing_tf=cfg["on_missing_tf"], latency_window=100, log=self.get_logger(),
                                     log_period=_SKIP_LOG_PERIOD)
         self.stats = self.session.latency
+        if cfg["map"]:
+            try:
+                self.session.enable_map(map_config(cfg), cfg["map_publish_period"])
+            except ValueError as exc:
+                raise StartupError(f"invalid map parameters: {exc}") from None
         self.checkpoint_classes = list(getattr(processor, "class_names", []) or [])
         if cfg["classes"]:
             try:
@@ -166,6 +186,11 @@ class BiFusionNode(Node):
         self.pub_instances = self.create_publisher(InstanceArray, cfg["instances_topic"], OUTPUT_QOS_DEPTH)
         self.pub_alpha = self.create_publisher(Image, cfg["alpha_topic"], OUTPUT_QOS_DEPTH)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_map_cloud = self.pub_map_markers = self.reset_map_service = None
+        if self.session.map is not None:
+            self.pub_map_cloud = self.create_publisher(PointCloud2, cfg["map_cloud_topic"], MAP_QOS)
+            self.pub_map_markers = self.create_publisher(MarkerArray, cfg["map_markers_topic"], MAP_QOS)
+            self.reset_map_service = self.create_service(Trigger, RESET_MAP_SERVICE, self._on_reset_map)
 
         # the worker before the inputs, so that no synchronised set arrives without it
         self.worker = LatestFrameWorker(self._process_job, self._publish_outputs, self._on_job_error,
@@ -183,11 +208,15 @@ class BiFusionNode(Node):
         self.sync.registerCallback(self._on_synced)
 
         self.diagnostics_timer = self.create_timer(cfg["diagnostics_period"], self.publish_diagnostics)
+        outputs = [self.pub_cloud, self.pub_markers, self.pub_instances, self.pub_alpha]
+        if self.session.map is not None:
+            outputs += [self.pub_map_cloud, self.pub_map_markers]
         self.get_logger().info(
             f"bifusion: {cfg['color_topic']} + {cfg['depth_topic']} + {cfg['camera_info_topic']} "
-            f"(slop {cfg['sync_slop']} s) -> "
-            + ", ".join(pub.topic_name for pub in (self.pub_cloud, self.pub_markers, self.pub_instances, self.pub_alpha))
-            + f" in {cfg['world_frame']!r}; {len(self.class_names)} classes")
+            f"(slop {cfg['sync_slop']} s) -> " + ", ".join(pub.topic_name for pub in outputs)
+            + f" in {cfg['world_frame']!r}; {len(self.class_names)} classes; "
+            + (f"online map on ({cfg['map_voxel_size']} m voxels, at most {cfg['map_max_instances']} instances)"
+               if self.session.map is not None else "online map off"))
 
     # ------------------------------------------------------------------------------------------ parameters
     def _read_parameters(self) -> dict[str, Any]:
@@ -228,6 +257,11 @@ class BiFusionNode(Node):
             except Exception as exc:  # noqa: BLE001 - report to the caller instead of dying
                 return SetParametersResult(successful=False, reason=f"set_classes failed: {exc}")
             self.get_logger().info(f"classes set to {list(names)}")
+            if self.session.map is not None:
+                n = self.session.map.reset(self.class_names)
+                self.get_logger().info(f"map reset ({n} instances cleared): the class list changed")
+        if "map_publish_period" in updates and self.session.map is not None:
+            self.session.map.publish_period = updates["map_publish_period"]
         self._cfg = {**self._cfg, **updates}
         for name in ("world_frame", "camera_frame", "on_missing_tf"):
             setattr(self.session, name, self._cfg[name])
@@ -241,6 +275,18 @@ class BiFusionNode(Node):
     @property
     def class_names(self) -> list[str]:
         return list(getattr(self.processor, "class_names", []) or [])
+
+    def _on_reset_map(self, request, response):
+        """``~/reset_map`` (std_srvs/Trigger): empty the map; ids start at 1 again. Never raises."""
+        try:
+            n = self.session.map.reset()
+            response.success = True
+            response.message = f"map reset: {n} instances cleared"
+            self.get_logger().info(response.message)
+        except Exception as exc:  # noqa: BLE001 - answer the caller, keep the node
+            response.success = False
+            response.message = f"map reset failed: {type(exc).__name__}: {exc}"
+        return response
 
     # ------------------------------------------------------------------------------------------ counters
     @property
@@ -299,19 +345,27 @@ class BiFusionNode(Node):
         job.inputs.timings["wait"] = t0 - job.submitted
         pose, out_frame = self.camera_pose(job)
         job.inputs.timings["tf"] = time.monotonic() - t0
-        return self.session.process(job.inputs, pose, out_frame), out_frame, cfg
+        result = self.session.process(job.inputs, pose, out_frame)
+        return result, out_frame, cfg, self.session.map_frame(job.inputs, result, out_frame)
 
     def _publish_outputs(self, job: _Job, processed) -> None:
-        result, out_frame, cfg = processed
+        result, out_frame, cfg, map_frame = processed
         t0 = time.monotonic()
         try:
             out = frame_outputs(result, job.stamp, out_frame, self.session.camera(job.inputs.image_frame),
-                                cfg["world_frame"], self.msgs, float(cfg["score_threshold"]))
+                                cfg["world_frame"], self.msgs, float(cfg["score_threshold"]), map_frame)
+            smap = self.session.map
+            if smap is not None and smap.due(job.inputs.stamp):
+                header = convert.make_header(self.msgs, self.session.world_frame, job.stamp)
+                out.update(map_outputs(smap.snapshot(), header, self.msgs))
             self.pub_cloud.publish(out["cloud"])
             self.pub_markers.publish(out["markers"])
             self.pub_instances.publish(out["instances"])
             if out["alpha"] is not None:
                 self.pub_alpha.publish(out["alpha"])
+            if "map_cloud" in out:
+                self.pub_map_cloud.publish(out["map_cloud"])
+                self.pub_map_markers.publish(out["map_markers"])
         except Exception as exc:  # noqa: BLE001
             raise FrameSkipped("publish_error", f"{type(exc).__name__}: {exc}") from exc
         now = time.monotonic()
@@ -365,6 +419,10 @@ class BiFusionNode(Node):
         for stage, v in self.stats.summary().items():
             values.append(kv(key=f"latency_ms/{stage}", value=f"{v['mean'] * 1e3:.1f}"))
         values.append(kv(key="classes", value=str(len(self.class_names))))
+        if self.session.map is not None:
+            values += [kv(key="map/instances", value=str(len(self.session.map))),
+                       kv(key="map/errors", value=str(self.session.counter("map_errors"))),
+                       kv(key="map/without_pose", value=str(self.session.counter("map_without_pose")))]
         status = status_ctor(level=level, name=f"{self.get_name()}: pipeline", message=message,
                              hardware_id=str(self._cfg["device"]), values=values)
         header = convert.make_header(self.msgs, "", self.get_clock().now())

@@ -6,7 +6,8 @@
 launch files parse their arguments with :func:`parse_string_list` / :func:`parse_bool`.
 
 Output topics are *private* names (``~/cloud``): with the node named ``bifusion`` in the root namespace they
-resolve to ``/bifusion/cloud``, ``/bifusion/markers``, ``/bifusion/instances`` and ``/bifusion/alpha``
+resolve to ``/bifusion/cloud``, ``/bifusion/markers``, ``/bifusion/instances``, ``/bifusion/alpha`` and, with
+the map on, ``/bifusion/map_cloud`` and ``/bifusion/map_markers`` (service ``/bifusion/reset_map``)
 (:func:`resolve_topic`); remap them or set the parameter to an absolute name to move them. Diagnostics go to
 the absolute ``/diagnostics`` (what ``diagnostic_aggregator`` and ``rqt_robot_monitor`` read).
 
@@ -36,6 +37,7 @@ __all__ = [
     "yaml_parameters",
     "render_yaml",
     "bifusion_overrides",
+    "map_config",
 ]
 
 NODE_NAME = "bifusion"
@@ -147,6 +149,35 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("alpha_topic", "~/alpha",
               "sensor_msgs/Image 32FC1 of the 2D/3D fusion weight per pixel (NaN where no point), in the "
               "camera frame.", read_only=True),
+    # ------------------------------------------------------------------ online map
+    ParamSpec("map", True,
+              "Build the online 3D instance map: each frame's instances merge into persistent instances whose "
+              "ids the cloud, markers and instances carry; publishes map_cloud_topic / map_markers_topic and "
+              "offers ~/reset_map (std_srvs/Trigger). false: per-frame ids 1..K.", read_only=True),
+    ParamSpec("map_voxel_size", 0.05,
+              "Edge (m) of the map's voxels (instance voxel sets, boxes and the labelled map cloud).",
+              range=(0.01, 1.0), read_only=True, unit="m"),
+    ParamSpec("map_max_instances", 100,
+              "Most instances kept in the map; beyond it the least recently seen are evicted (their ids are "
+              "never reused).", range=(1, 100000), read_only=True),
+    ParamSpec("map_merge_threshold", 0.03,
+              "A new instance merges into a map instance when embedding cosine x 3D box IoU is above this.",
+              range=(0.0, 0.99), read_only=True),
+    ParamSpec("map_class_agnostic", False,
+              "Merge instances of different classes too (default: only instances of one class merge).",
+              read_only=True),
+    ParamSpec("map_max_voxels", 250000,
+              "Most voxels of the labelled map cloud (about 120 bytes each); beyond it the least recently seen "
+              "voxels are dropped.", range=(1000, 100000000), read_only=True),
+    ParamSpec("map_publish_period", 1.0,
+              "Seconds (of image stamps) between two map_cloud / map_markers messages; 0 = with every frame.",
+              range=(0.0, 3600.0), unit="s"),
+    ParamSpec("map_cloud_topic", "~/map_cloud",
+              "Labelled sensor_msgs/PointCloud2 of the map's voxels (x, y, z, rgb, label, instance) in "
+              "world_frame; reliable, transient local (a late subscriber gets the latest map).", read_only=True),
+    ParamSpec("map_markers_topic", "~/map_markers",
+              "visualization_msgs/MarkerArray: a box and a label per map instance, coloured by id; reliable, "
+              "transient local.", read_only=True),
     ParamSpec("diagnostics_period", 1.0,
               "Period (s) of the diagnostic_msgs/DiagnosticArray published on /diagnostics.",
               range=(0.1, 60.0), read_only=True, unit="s"),
@@ -315,8 +346,9 @@ def bifusion_overrides(arg) -> dict:
     for name in ("checkpoint", "device", "world_frame"):
         if arg(name):
             out[name] = arg(name)
-    if arg("half"):
-        out["half"] = parse_bool(arg("half"))
+    for name in ("half", "map"):
+        if arg(name):
+            out[name] = parse_bool(arg(name))
     if arg("classes"):
         out["classes"] = parse_string_list(arg("classes"))
     for name, value in out.items():
@@ -326,9 +358,19 @@ def bifusion_overrides(arg) -> dict:
     return out
 
 
+def map_config(cfg: dict):
+    """The :class:`bifusion_core.mapping.MapConfig` of the ``map_*`` parameters in ``cfg`` (``{name: value}``)."""
+    from bifusion_core.mapping import MapConfig
+
+    return MapConfig(voxel_size=cfg["map_voxel_size"], max_instances=cfg["map_max_instances"],
+                     merge_threshold=cfg["map_merge_threshold"], class_agnostic=cfg["map_class_agnostic"],
+                     max_voxels=cfg["map_max_voxels"])
+
+
 def main() -> None:  # pragma: no cover - trivial
     print(render_yaml(), end="")
 
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+

@@ -14,11 +14,14 @@ reads a rosbag2 bag (sqlite3 or MCAP storage) with ``rosbags`` and does, offline
    node, which waits up to ``tf_timeout`` for the pose, replay waits until the bag's clock is ``tf_timeout``
    past the set's arrival before applying ``--on-missing-tf`` (``skip``: counted as ``missing_tf``;
    ``identity``: outputs in the camera frame);
-4. ``bifusion_core.pipeline.FrameProcessor`` segments the frame; :func:`bifusion_ros.frame_io.frame_outputs`
-   (the node's own output conversion) builds the messages, written to ``DIR/output_bag`` on the node's output
-   topics (``/bifusion/cloud`` ``sensor_msgs/msg/PointCloud2``, ``/bifusion/markers``
-   ``visualization_msgs/msg/MarkerArray``, ``/bifusion/instances`` ``bifusion_ros/msg/InstanceArray``,
-   ``/bifusion/alpha`` ``sensor_msgs/msg/Image``), each logged at the bag time the set was complete;
+4. ``bifusion_core.pipeline.FrameProcessor`` segments the frame; with the map on (``--map``, the default, as
+   the node's ``map`` parameter) its instances merge into the session's online map, which gives them their
+   persistent ids; :func:`bifusion_ros.frame_io.frame_outputs` (the node's own output conversion) builds the
+   messages, written to ``DIR/output_bag`` on the node's output topics (``/bifusion/cloud``
+   ``sensor_msgs/msg/PointCloud2``, ``/bifusion/markers`` ``visualization_msgs/msg/MarkerArray``,
+   ``/bifusion/instances`` ``bifusion_ros/msg/InstanceArray``, ``/bifusion/alpha`` ``sensor_msgs/msg/Image``
+   and, every ``--map-publish-period`` seconds of image stamps, ``/bifusion/map_cloud`` and
+   ``/bifusion/map_markers``), each logged at the bag time the set was complete;
 5. every ``--save-every``-th processed frame is also written as PNG overlays, an α heat map, a PLY cloud and
    an instance JSON under ``DIR/frames/`` (:func:`bifusion_core.io.render.write_result`);
 6. when the bag has ground-truth images (``/bifusion/gt/semantic`` and ``/bifusion/gt/instance``, 16UC1,
@@ -26,7 +29,11 @@ reads a rosbag2 bag (sqlite3 or MCAP storage) with ``rosbags`` and does, offline
    ``python -m bifusion_ros.synthetic_bag``), each processed frame is scored like training validation
    (:mod:`bifusion_core.train.validate`): semantic IoU / mIoU over the model's classes and ScanNet instance
    AP / AP50 / AP25 per frame (all post-processed instances, before the node's ``score_threshold``);
-7. ``DIR/metrics.json`` gets the metrics, frame counts (synchronised, processed, colour images the
+7. with the map on, the map is saved to ``DIR/map`` (PLY, JSON, exact state) and, with ground truth, scored
+   as ESAM's online protocol (scene AP of the map's instances, ID consistency, fragmentation, ID switches);
+   ``--oracle-instances`` merges each frame's ground-truth instances instead of the model's (the merging
+   alone; the outputs then keep the frames' own ids, as the map is fed only once the ground truth is read);
+8. ``DIR/metrics.json`` gets the metrics, frame counts (synchronised, processed, colour images the
    synchroniser dropped, skips per reason), per-stage latency (mean / p50 / p95 / max, ms) and wall time; a
    table of them is printed at the end.
 
@@ -54,8 +61,8 @@ import numpy as np
 from bifusion_core.pipeline.session import FrameInputs, FrameSession, FrameSkipped
 from bifusion_ros import convert
 from bifusion_ros.bag_paths import STORAGES, resolve_bag_path
-from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor as load_frame_processor
-from bifusion_ros.params import defaults, parse_string_list, resolve_topic, validate
+from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor as load_frame_processor, map_outputs
+from bifusion_ros.params import defaults, map_config as node_map_config, parse_string_list, resolve_topic, validate
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
 from bifusion_ros.synthetic_bag import (CAMERA_INFO, IMAGE, TF_MESSAGE, TOPIC_GT_INSTANCE, TOPIC_GT_SEMANTIC, TOPIC_TF,
                                         TOPIC_TF_STATIC)
@@ -68,7 +75,8 @@ log = logging.getLogger("bifusion.replay")
 _P = defaults()
 
 OUTPUT_TYPES = {"cloud": "sensor_msgs/msg/PointCloud2", "markers": "visualization_msgs/msg/MarkerArray",
-                "instances": "bifusion_ros/msg/InstanceArray", "alpha": IMAGE}
+                "instances": "bifusion_ros/msg/InstanceArray", "alpha": IMAGE,
+                "map_cloud": "sensor_msgs/msg/PointCloud2", "map_markers": "visualization_msgs/msg/MarkerArray"}
 """Output name (key of :func:`~bifusion_ros.frame_io.result_outputs`) -> message type."""
 
 OUTPUT_TOPICS = {name: resolve_topic(_P[f"{name}_topic"]) for name in OUTPUT_TYPES}
@@ -98,11 +106,15 @@ class ReplayConfig:
         tf_timeout: seconds of bag time a set waits for its camera pose (the node's ``tf_timeout``).
         storage: storage of the output bag, ``mcap`` or ``sqlite3``.
         progress: show a tqdm progress bar.
-        map: build the online instance map (:class:`bifusion_core.mapping.SceneMap`) of the sequence, save it
-            to ``out/map`` and, with ground truth, score it as ESAM's online protocol (``metrics["map"]``).
+        map: build the online instance map of the sequence as the node does (its ``map`` parameter, default
+            on): persistent ids in the outputs, ``map_cloud`` / ``map_markers`` every ``map_publish_period``
+            s; save it to ``out/map`` and, with ground truth, score it as ESAM's online protocol
+            (``metrics["map"]``).
         oracle_instances: feed each frame's ground-truth instances into the map instead of the model's (the
             merging machinery alone); needs the ground-truth topics, implies ``map``.
-        map_config: the map's settings (default :class:`bifusion_core.mapping.MapConfig`).
+        map_config: the map's settings (default: the node's ``map_*`` parameter defaults,
+            :func:`bifusion_ros.params.map_config`).
+        map_publish_period: seconds of image stamps between two map messages (the node's parameter).
     """
 
     bag: str | Path
@@ -130,9 +142,10 @@ class ReplayConfig:
     min_region_size: int = 100
     storage: str = "mcap"
     progress: bool = True
-    map: bool = False
+    map: bool = _P["map"]
     oracle_instances: bool = False
     map_config: Any = None
+    map_publish_period: float = _P["map_publish_period"]
 
     def __post_init__(self) -> None:
         from bifusion_core.mapping import MapConfig
@@ -140,7 +153,7 @@ class ReplayConfig:
         if self.oracle_instances:
             self.map = True
         if self.map_config is None:
-            self.map_config = MapConfig()
+            self.map_config = node_map_config(_P)
         elif not isinstance(self.map_config, MapConfig):
             raise ReplayError(f"map_config must be a MapConfig, got {type(self.map_config).__name__}")
         # the settings the node has too are checked exactly as the node checks its parameters
@@ -160,7 +173,8 @@ class ReplayConfig:
 
 
 _NODE_PARAMS = ("color_topic", "depth_topic", "world_frame", "camera_frame", "on_missing_tf", "tf_timeout",
-                "sync_slop", "sync_queue_size", "depth_scale", "score_threshold", "voxel_size", "device", "half")
+                "sync_slop", "sync_queue_size", "depth_scale", "score_threshold", "voxel_size", "device", "half",
+                "map", "map_publish_period")
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -204,7 +218,7 @@ def _prepare_output_bag(path: Path) -> None:
 class _OutputBag:
     """The node's output topics in a new rosbag2 bag."""
 
-    def __init__(self, path: Path, storage: str, store):
+    def __init__(self, path: Path, storage: str, store, with_map: bool = False):
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         self.path, self.store = path, store
@@ -212,7 +226,7 @@ class _OutputBag:
         self.writer = Writer(path, version=8, storage_plugin=plugin)
         self.writer.open()
         self.conns = {name: self.writer.add_connection(OUTPUT_TOPICS[name], msgtype, typestore=store)
-                      for name, msgtype in OUTPUT_TYPES.items()}
+                      for name, msgtype in OUTPUT_TYPES.items() if with_map or not name.startswith("map_")}
         self.counts: Counter = Counter()
 
     def serialize(self, outputs: dict[str, Any]) -> dict[str, bytes]:
@@ -312,9 +326,9 @@ class _Replay:
         self.pending: deque[_Pending] = deque()
         self.counts: Counter = Counter()
         self.gt: dict[str, dict[int, np.ndarray]] = {}
-        self.awaiting_gt: dict[int, tuple[Any, tuple[int, int], int]] = {}  # stamp -> (result, shape, arrival)
+        # stamp -> (result, shape, arrival, the frame's MapFrame or None)
+        self.awaiting_gt: dict[int, tuple[Any, tuple[int, int], int, Any]] = {}
         self.evaluator: _Evaluator | None = None
-        self.scene_map = None      # bifusion_core.mapping.SceneMap when cfg.map (created by run())
         self.map_scorer = None     # OnlineMapScorer when cfg.map and ground truth
         self.saved: list[str] = []
         self.reader = None
@@ -424,10 +438,15 @@ class _Replay:
         except FrameSkipped as skip:  # counted like the node does
             self._skip(skip.reason, skip.detail)
             return
+        map_frame = None if self.cfg.oracle_instances else self.session.map_frame(p.inputs, result, out_frame)
         t1 = time.perf_counter()
         try:  # exactly what the node publishes
             outputs = frame_outputs(result, p.stamp, out_frame, self.session.camera(p.inputs.image_frame),
-                                    self.cfg.world_frame, self.msgs, float(self.cfg.score_threshold))
+                                    self.cfg.world_frame, self.msgs, float(self.cfg.score_threshold), map_frame)
+            smap = self.session.map
+            if smap is not None and smap.due(p.inputs.stamp):
+                header = convert.make_header(self.msgs, self.session.world_frame, p.stamp)
+                outputs.update(map_outputs(smap.snapshot(), header, self.msgs))
             raw = self.bag.serialize(outputs)
         except Exception as exc:  # noqa: BLE001
             self._skip("publish_error", f"{type(exc).__name__}: {exc}")
@@ -445,19 +464,18 @@ class _Replay:
             timings["save"] = time.perf_counter() - t2
         timings["frame_total"] = sum(timings.values())
         self.session.done(p.inputs, result)
-        if self.scene_map is not None and not self.gt_kinds:
-            self._map_frame(stamp_ns, result, None, None)
-        self._try_evaluate(stamp_ns, result, p.inputs.rgb.shape[:2], p.arrival)
+        self._try_evaluate(stamp_ns, result, p.inputs.rgb.shape[:2], p.arrival, map_frame)
         self._advance()
 
-    def _try_evaluate(self, stamp_ns: int, result, shape: tuple[int, int], arrival: int) -> None:
+    def _try_evaluate(self, stamp_ns: int, result, shape: tuple[int, int], arrival: int, map_frame=None) -> None:
         """Score ``result`` once the ground truth of its stamp is in; until then it waits (bounded).
-        ``arrival``: bag time (ns) of the set it came from, to tell when waiting longer is pointless."""
+        ``arrival``: bag time (ns) of the set it came from, to tell when waiting longer is pointless;
+        ``map_frame``: what the map made of the frame (scored against the ground truth too)."""
         kinds = self.gt_kinds
         if not kinds:
             return
         if not all(stamp_ns in self.gt.get(k, {}) for k in kinds):
-            self.awaiting_gt[stamp_ns] = (result, shape, arrival)
+            self.awaiting_gt[stamp_ns] = (result, shape, arrival, map_frame)
             while len(self.awaiting_gt) > _GT_KEEP:
                 del self.awaiting_gt[min(self.awaiting_gt)]
                 self.counts["without_gt"] += 1
@@ -476,39 +494,32 @@ class _Replay:
         if self.evaluator is None:
             self.evaluator = _Evaluator(list(result.class_names), self.cfg.min_region_size)
         sem_gt, inst_gt = self.evaluator.add(result, sem, gt.get("instance"))
-        if self.scene_map is not None:
-            self._map_frame(stamp_ns, result, sem_gt, inst_gt)
+        if self.session.map is not None and inst_gt is not None:
+            self._score_map_frame(stamp_ns, result, sem_gt, inst_gt, map_frame)
         self.session.latency.add("eval", time.perf_counter() - t0)
 
-    def _map_frame(self, stamp_ns: int, result, gt_class, gt_instance) -> None:
-        """Merge a frame into the map (its model instances, or its ground-truth ones with ``oracle_instances``)
-        and, with ground truth per point (:meth:`_Evaluator.point_ground_truth`), record what the map made of
-        each ground-truth instance."""
-        from bifusion_core.mapping import observations_from_result, oracle_observations
+    def _score_map_frame(self, stamp_ns: int, result, gt_class, gt_instance, map_frame) -> None:
+        """Record what the map made of each ground-truth instance of a frame (``gt_class`` / ``gt_instance``
+        per point, :meth:`_Evaluator.point_ground_truth`). With ``oracle_instances`` the frame's ground-truth
+        instances are merged into the map first."""
+        from bifusion_core.mapping import oracle_observations
 
-        t0 = time.perf_counter()
         min_points = self.cfg.map_config.min_points
-        gt_cls = gt_label = None
-        if gt_class is not None and gt_instance is not None:
-            to_id = self.evaluator.to_id
-            gt_cls = np.where((gt_class >= 0) & (gt_class < len(to_id)), gt_class, -1)
-            gt_label = np.where(gt_cls >= 0, to_id[np.clip(gt_cls, 0, len(to_id) - 1)], 0)
+        to_id = self.evaluator.to_id
+        gt_cls = np.where((gt_class >= 0) & (gt_class < len(to_id)), gt_class, -1)
+        gt_label = np.where(gt_cls >= 0, to_id[np.clip(gt_cls, 0, len(to_id) - 1)], 0)
         if self.cfg.oracle_instances:
+            t0 = time.perf_counter()
             obs, owner = oracle_observations(result.points, gt_instance, gt_cls, min_points)
-        else:
-            obs, owner = observations_from_result(result, min_points)
-        semantic = np.asarray(result.semantic, np.int64)
-        try:
-            ids = self.scene_map.update(obs, stamp_ns / 1e9, points=np.asarray(result.points), semantic=semantic,
-                                        colours=np.asarray(result.colours), point_observation=owner)
-        except ValueError as exc:  # an unusable frame for the map is counted, the replay goes on
-            self.counts["map_errors"] += 1
-            log.warning("frame at %.3f s not merged into the map: %s", stamp_ns / 1e9, exc)
-            return
-        point_ids = np.where(owner >= 0, np.asarray(list(ids) + [0], np.int64)[owner], 0)
-        if self.map_scorer is not None and gt_label is not None:
-            self.map_scorer.add_frame(result.points, gt_label, gt_instance, point_ids, min_points)
-        self.session.latency.add("map", time.perf_counter() - t0)
+            try:
+                map_frame = self.session.map.merge(obs, owner, result, stamp_ns / 1e9)
+            except ValueError as exc:  # an unusable frame for the map is counted, the replay goes on
+                self.session.count("map_errors")
+                log.warning("frame at %.3f s not merged into the map: %s", stamp_ns / 1e9, exc)
+                return
+            self.session.latency.add("map", time.perf_counter() - t0)
+        if map_frame is not None and self.map_scorer is not None:
+            self.map_scorer.add_frame(result.points, gt_label, gt_instance, map_frame.point_ids, min_points)
 
     # ---------------------------------------------------------------------------------------------- run
     def open(self) -> None:
@@ -568,9 +579,9 @@ class _Replay:
         cfg, topics = self.cfg, self.topics
         self.session.processor = processor
         if cfg.map:
-            from bifusion_core.mapping import OnlineMapScorer, SceneMap
+            from bifusion_core.mapping import OnlineMapScorer
 
-            self.scene_map = SceneMap(cfg.map_config, list(getattr(processor, "class_names", []) or []) or None)
+            self.session.enable_map(cfg.map_config, cfg.map_publish_period)
             if set(self.gt_kinds) == {"semantic", "instance"}:
                 self.map_scorer = OnlineMapScorer(cfg.map_config.voxel_size, cfg.min_region_size)
         n_colour = sum(c.msgcount for c in topics["color"])
@@ -579,7 +590,7 @@ class _Replay:
 
         self.out.mkdir(parents=True, exist_ok=True)
         _prepare_output_bag(self.out / "output_bag")
-        self.bag = _OutputBag(self.out / "output_bag", cfg.storage, self.store)
+        self.bag = _OutputBag(self.out / "output_bag", cfg.storage, self.store, with_map=cfg.map)
 
         t_start = time.perf_counter()
         static = topics["tf_static"]  # read first; an empty selection would mean every topic to rosbags
@@ -601,7 +612,7 @@ class _Replay:
                 for c, t_ns, raw in self.reader.messages(connections=wanted):
                     kind = role[c.id]
                     if self.limit_reached and not self.pending and (
-                            not self.awaiting_gt or t_ns > max(a for *_, a in self.awaiting_gt.values()) + 1_000_000_000):
+                            not self.awaiting_gt or t_ns > max(w[2] for w in self.awaiting_gt.values()) + 1_000_000_000):
                         break  # done: nothing waits for a pose or (within 1 s) for its ground truth
                     if kind in inputs and self.limit_reached:
                         continue
@@ -625,13 +636,14 @@ class _Replay:
 
     def _map_metrics(self) -> dict | None:
         """The map's figures (and its files under ``out/map``), None without ``map``."""
-        if self.scene_map is None:
+        if self.session.map is None:
             return None
-        smap = self.scene_map
+        smap = self.session.map.scene
         out = {"source": "ground-truth instances (oracle)" if self.cfg.oracle_instances else "model instances",
                "instances": len(smap.instances), "voxels": int(len(smap.voxel_map.keys)),
                "merged_observations": int(sum(i.merge_count for i in smap.instances)),
-               "frames_not_merged": int(self.counts["map_errors"]),
+               "frames_not_merged": self.session.counter("map_errors"),
+               "frames_without_pose": self.session.counter("map_without_pose"),
                "directory": str(self.out / "map")}
         try:
             if (self.out / "map").exists():
@@ -793,7 +805,7 @@ def format_metrics(metrics: dict, per_class: bool = True) -> str:
     lat = metrics.get("latency_ms") or {}
     if lat:
         lines += ["-" * 64, f"{'latency (ms)':<26}{'mean':>9}{'p50':>9}{'p95':>9}{'max':>9}"]
-        order = ["convert", "tf", "process", "outputs", "save", "eval", "frame_total"]
+        order = ["convert", "tf", "process", "map", "outputs", "save", "eval", "frame_total"]
         stages = [s for s in order if s in lat] + sorted(s for s in lat if s not in order)
         for s in stages:
             v = lat[s]
@@ -849,11 +861,24 @@ def build_parser(prog: str = "python -m bifusion_ros.replay") -> argparse.Argume
                    help="write PNG/PLY/JSON of every k-th processed frame to OUT/frames (0: none; default 1)")
     g.add_argument("--min-region-size", type=int, default=100,
                    help="smallest instance (points) counted by the instance AP (default 100)")
-    g.add_argument("--map", action="store_true",
-                   help="build the online instance map of the sequence, save it to OUT/map (PLY, JSON, ScanNet-format "
-                        "state) and score it against the scene's ground truth (ESAM's online protocol)")
+    g = p.add_argument_group("online map (the node's map parameters)")
+    g.add_argument("--map", action=argparse.BooleanOptionalAction, default=_P["map"],
+                   help="build the online instance map as the node does (persistent ids in the outputs, map messages), "
+                        "save it to OUT/map (PLY, JSON, state) and score it against the scene's ground truth (ESAM's "
+                        "online protocol); default on")
     g.add_argument("--oracle-instances", action="store_true",
                    help="feed the map each frame's ground-truth instances instead of the model's (implies --map)")
+    g.add_argument("--map-voxel-size", type=float, default=_P["map_voxel_size"],
+                   help="map voxel edge, m (default %(default)s)")
+    g.add_argument("--map-max-instances", type=int, default=_P["map_max_instances"],
+                   help="most instances in memory (default %(default)s)")
+    g.add_argument("--map-merge-threshold", type=float, default=_P["map_merge_threshold"],
+                   help="merge score threshold (default %(default)s)")
+    g.add_argument("--map-class-agnostic", action="store_true", help="merge across classes")
+    g.add_argument("--map-max-voxels", type=int, default=_P["map_max_voxels"],
+                   help="most voxels of the labelled map (default %(default)s)")
+    g.add_argument("--map-publish-period", type=float, default=_P["map_publish_period"],
+                   help="seconds of image stamps between two map messages in the output bag (default %(default)s)")
     g.add_argument("--storage", default="mcap", choices=STORAGES, help="output bag storage (default mcap)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-class tables")
     return p
@@ -870,6 +895,14 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         classes = parse_string_list(args.classes) if args.classes else None
     except ValueError as exc:
         raise ReplayError(f"--classes: {exc}") from None
+    given = {"map_voxel_size": args.map_voxel_size, "map_max_instances": args.map_max_instances,
+             "map_merge_threshold": args.map_merge_threshold, "map_class_agnostic": args.map_class_agnostic,
+             "map_max_voxels": args.map_max_voxels}
+    for name, value in given.items():  # checked as the node checks its parameters
+        err = validate(name, value)
+        if err:
+            raise ReplayError(f"--{name.replace('_', '-')}: {err}")
+    map_config = node_map_config(given)
     return ReplayConfig(
         bag=args.bag, out=args.out, checkpoint=args.checkpoint, device=args.device, half=args.half, classes=classes,
         color_topic=args.color_topic, depth_topic=args.depth_topic, info_topic=args.info_topic,
@@ -878,7 +911,8 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         tf_timeout=args.tf_timeout, sync_slop=args.sync_slop, sync_queue_size=args.sync_queue_size,
         depth_scale=args.depth_scale, score_threshold=args.score_threshold, voxel_size=args.voxel_size,
         max_frames=args.max_frames, save_every=args.save_every, min_region_size=args.min_region_size,
-        storage=args.storage, progress=not args.quiet, map=args.map, oracle_instances=args.oracle_instances)
+        storage=args.storage, progress=not args.quiet, map=args.map, oracle_instances=args.oracle_instances,
+        map_config=map_config, map_publish_period=args.map_publish_period)
 
 
 def run(cfg: ReplayConfig, processor=None, per_class: bool = True) -> int:

@@ -39,6 +39,7 @@ ARGUMENTS = (
     ("half", "", "half precision true | false (empty: params file value)"),
     ("classes", "", "class names / text prompts, '[chair, table]' or 'chair, table' (empty: params file value)"),
     ("world_frame", "", "frame of the outputs (empty: params file value, 'map')"),
+    ("map", "", "build the online instance map true | false (empty: params file value, true)"),
     ("params_file", "", "parameter file of the bifusion node (empty: <share>/config/realsense.yaml)"),
     ("camera", "true", "start realsense2_camera_node"),
     ("realsense_version", "auto", "realsense-ros release whose parameter and topic names to use: auto (read the "

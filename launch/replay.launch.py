@@ -28,6 +28,7 @@ ARGUMENTS = (
     ("half", "", "half precision true | false (empty: params file value)"),
     ("classes", "", "class names / text prompts, '[chair, table]' or 'chair, table' (empty: params file value)"),
     ("world_frame", "", "frame of the outputs (empty: params file value, 'map')"),
+    ("map", "", "build the online instance map true | false (empty: params file value, true)"),
     ("params_file", "", "parameter file of the bifusion node (empty: <share>/config/realsense.yaml)"),
     ("rviz", "false", "start RViz2 with config/bifusion.rviz"),
 )

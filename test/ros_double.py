@@ -33,6 +33,9 @@ rclpy where it is installed.
 - message packages (``sensor_msgs.msg``, ``rcl_interfaces.msg``, ``bifusion_ros.msg``, ...): the ``rosbags``
   classes of :func:`bifusion_ros.interfaces.typestore` through :func:`bifusion_ros.convert.rosbags_factory`
   (every field defaulted, constants as attributes), so whatever the node publishes can be CDR-serialised.
+- services: ``Node.create_service`` records a :class:`Service` (resolved name, callback); ``Service.call``
+  runs the callback as rclpy's executor does (a fresh ``Response()``, which the callback must return);
+  ``std_srvs.srv.Trigger`` (request without fields, response ``success`` / ``message``).
 """
 from __future__ import annotations
 
@@ -343,6 +346,47 @@ class Publisher:
         return 0
 
 
+class Service:
+    """``rclpy.service.Service``: :meth:`call` is what the executor does with a request: the callback gets the
+    request and a fresh ``srv_type.Response()`` and must return a response of that type (rclpy's
+    ``send_response`` fails on anything else)."""
+
+    def __init__(self, srv_type, name, service_name, callback, qos_profile):
+        self.srv_type, self.name, self.service_name = srv_type, name, service_name
+        self.callback, self.qos_profile = callback, qos_profile
+
+    def call(self, request=None):
+        request = self.srv_type.Request() if request is None else request
+        if not isinstance(request, self.srv_type.Request):
+            raise TypeError(f"{self.service_name}: expected {self.srv_type.__name__}.Request, got "
+                            f"{type(request).__name__}")
+        response = self.callback(request, self.srv_type.Response())
+        if not isinstance(response, self.srv_type.Response):
+            raise TypeError(f"{self.service_name}: the callback returned {type(response).__name__}, expected "
+                            f"{self.srv_type.__name__}.Response")
+        return response
+
+
+@dataclass
+class _TriggerRequest:
+    """``std_srvs/srv/Trigger`` request: no fields."""
+
+
+@dataclass
+class _TriggerResponse:
+    """``std_srvs/srv/Trigger`` response."""
+
+    success: bool = False
+    message: str = ""
+
+
+class Trigger:
+    """``std_srvs.srv.Trigger`` (``Trigger.Request``, ``Trigger.Response``)."""
+
+    Request = _TriggerRequest
+    Response = _TriggerResponse
+
+
 class Timer:
     def __init__(self, period_sec, callback):
         self.timer_period_ns = int(round(float(period_sec) * 1e9))
@@ -385,6 +429,7 @@ class Node:
         self._subscriptions: list[Subscription] = []
         self._publishers: list[Publisher] = []
         self._timers: list[Timer] = []
+        self._services: list[Service] = []
         self._logger = Logger(node_name)
         self._clock = Clock()
         self.destroyed = False
@@ -417,6 +462,10 @@ class Node:
     @property
     def timers(self):
         return list(self._timers)
+
+    @property
+    def services(self):
+        return list(self._services)
 
     # parameters
     def declare_parameter(self, name, value=None, descriptor=None, ignore_override=False):
@@ -523,6 +572,14 @@ class Node:
         pub = Publisher(msg_type, topic, _resolve(topic, self._name, self._namespace), _qos(qos_profile))
         self._publishers.append(pub)
         return pub
+
+    def create_service(self, srv_type, srv_name, callback, *, qos_profile=None, callback_group=None):
+        if not (hasattr(srv_type, "Request") and hasattr(srv_type, "Response")):
+            raise TypeError(f"{srv_type!r} is not a service type")
+        srv = Service(srv_type, srv_name, _resolve(srv_name, self._name, self._namespace), callback,
+                      _qos(qos_profile if qos_profile is not None else QoSProfile(depth=10)))
+        self._services.append(srv)
+        return srv
 
     def create_timer(self, timer_period_sec, callback, callback_group=None, clock=None):
         if not timer_period_sec > 0:
@@ -748,6 +805,9 @@ def modules() -> dict[str, types.ModuleType]:
         mods[package] = _module(package, msg=msg)
         mods[f"{package}.msg"] = msg
     mods["bifusion_ros.msg"] = _message_module("bifusion_ros")
+    srv = _module("std_srvs.srv", Trigger=Trigger)
+    mods["std_srvs"] = _module("std_srvs", srv=srv)
+    mods["std_srvs.srv"] = srv
     return mods
 
 

@@ -235,11 +235,11 @@ def test_realsense_version_argument_overrides_detection(launch_api, tmp_path):
 def test_realsense_launch_arguments_override_parameters(launch_api):
     _, actions = run_launch(load_launch("realsense.launch.py"), checkpoint="/models/b.pt", device="cuda",
                             half="true", classes="[chair, 'coffee table']", camera="false",
-                            publish_map_tf="false", rviz="true", params_file="/tmp/my.yaml")
+                            publish_map_tf="false", rviz="true", params_file="/tmp/my.yaml", map="off")
     assert nodes(actions, "realsense2_camera") == [] and nodes(actions, "tf2_ros") == []
     (node,) = nodes(actions, "bifusion_ros")
     assert node.parameters == ["/tmp/my.yaml", {"checkpoint": "/models/b.pt", "device": "cuda", "half": True,
-                                                "classes": ["chair", "coffee table"]}]
+                                                "map": False, "classes": ["chair", "coffee table"]}]
     (rviz,) = nodes(actions, "rviz2")
     cfg = Path(rviz.arguments[rviz.arguments.index("-d") + 1])
     assert cfg == CONFIG / "bifusion.rviz" and cfg.is_file()
@@ -251,6 +251,8 @@ def test_realsense_launch_rejects_bad_arguments(launch_api):
         run_launch(mod, device="tpu")
     with pytest.raises(ValueError):
         run_launch(mod, half="maybe")
+    with pytest.raises(ValueError):
+        run_launch(mod, map="sometimes")
 
 
 def test_replay_launch(launch_api):
@@ -299,12 +301,20 @@ def test_rviz_config_shows_the_outputs():
     for d in displays:
         by_class.setdefault(d["Class"], []).append(d)
     cloud_topic = P.resolve_topic(P.defaults()["cloud_topic"])
+    map_topic = P.resolve_topic(P.defaults()["map_cloud_topic"])
     clouds = by_class["rviz_default_plugins/PointCloud2"]
-    assert {d["Topic"]["Value"] for d in clouds} == {cloud_topic}
-    assert any(d["Color Transformer"] == "RGB8" and d["Enabled"] for d in clouds)
-    assert any(d["Color Transformer"] == "Intensity" and d["Channel Name"] == "label" for d in clouds)
-    (markers,) = by_class["rviz_default_plugins/MarkerArray"]
-    assert markers["Topic"]["Value"] == P.resolve_topic(P.defaults()["markers_topic"])
+    assert {d["Topic"]["Value"] for d in clouds} == {cloud_topic, map_topic}
+    frame_clouds = [d for d in clouds if d["Topic"]["Value"] == cloud_topic]
+    assert any(d["Color Transformer"] == "RGB8" and d["Enabled"] for d in frame_clouds)
+    assert any(d["Color Transformer"] == "Intensity" and d["Channel Name"] == "label" for d in frame_clouds)
+    # the map topics are transient local: RViz must ask for that durability to get the latest map at once
+    (map_cloud,) = [d for d in clouds if d["Topic"]["Value"] == map_topic]
+    assert map_cloud["Topic"]["Durability Policy"] == "Transient Local"
+    markers = {d["Topic"]["Value"]: d for d in by_class["rviz_default_plugins/MarkerArray"]}
+    assert set(markers) == {P.resolve_topic(P.defaults()["markers_topic"]),
+                            P.resolve_topic(P.defaults()["map_markers_topic"])}
+    assert markers[P.resolve_topic(P.defaults()["map_markers_topic"])]["Topic"]["Durability Policy"] == \
+        "Transient Local"
     assert "rviz_default_plugins/TF" in by_class
     (alpha,) = by_class["rviz_default_plugins/Image"]
     assert alpha["Topic"]["Value"] == P.resolve_topic(P.defaults()["alpha_topic"])

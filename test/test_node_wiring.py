@@ -637,7 +637,7 @@ def test_a_result_that_cannot_be_published_is_counted(ros):
             result.instances[0].id = 0  # instance ids start at 1: convert refuses it
             return result
 
-    node = ros.make_node(ZeroIds())
+    node = ros.make_node(ZeroIds(), map=False)  # with the map on, the outputs carry map ids instead
     cap = Capture(node)
     feed_tf(node, ros.msgs, 1000)
     feed(node, *images(ros.msgs, 1000))
@@ -666,3 +666,159 @@ def test_result_outputs_accepts_torch_instances(ros):
     (i,) = roundtrip(ros, out["instances"]).instances
     assert (i.id, i.class_name, i.point_count) == (3, "table", 2)
     assert (i.center.position.x, i.size.z) == (1.0, pytest.approx(0.7))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the online map
+# ---------------------------------------------------------------------------------------------------------------
+MAP_OUTPUTS = ("/bifusion/map_cloud", "/bifusion/map_markers")
+
+
+class Shifting(FakeProcessor):
+    """The fake's two instances, moved ``step`` metres along world x per processed frame (new objects every
+    frame: nothing merges across frames)."""
+
+    def __init__(self, step=10.0, **kw):
+        super().__init__(**kw)
+        self.step = step
+
+    def process(self, frame):
+        result = super().process(frame)
+        shift = np.array([self.step * (len(self.frames) - 1), 0.0, 0.0], np.float32)
+        result.points = result.points + shift
+        for inst in result.instances:
+            inst.center = inst.center + shift
+        return result
+
+
+def trigger_call(node):
+    """``~/reset_map`` as the executor serves it: the callback gets a request and a fresh response."""
+    from std_srvs.srv import Trigger
+
+    srv = node.reset_map_service
+    return srv.callback(Trigger.Request(), Trigger.Response())
+
+
+def test_the_map_gives_persistent_ids_and_publishes_the_map_rate_limited(ros):
+    from bifusion_ros.convert import id_colour
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    node = ros.make_node(score_threshold=0.0, map_publish_period=1.0)
+    cap = Capture(node)
+    pubs = {p.topic_name: p for p in node.publishers}
+    for topic in MAP_OUTPUTS:
+        qos = pubs[topic].qos_profile
+        assert qos.durability == DurabilityPolicy.TRANSIENT_LOCAL and qos.reliability == ReliabilityPolicy.RELIABLE
+        assert qos.depth == 1
+    for ms in (1000, 1500, 2200):  # one static scene seen three times
+        feed_tf(node, ros.msgs, ms)
+        feed(node, *images(ros.msgs, ms))
+        assert node.worker.wait_idle(10)
+    assert [len(cap[t]) for t in OUTPUTS] == [3, 3, 3, 3], node.skipped
+    # the same two objects keep ids 1 and 2 in every frame: cloud field, markers and instance list
+    for k in range(3):
+        pts = cloud_to_numpy(roundtrip(ros, cap["/bifusion/cloud"][k]))
+        assert set(pts["instance"]) == {1, 2}
+        assert [i.id for i in roundtrip(ros, cap["/bifusion/instances"][k]).instances] == [1, 2]
+        boxes = [m for m in roundtrip(ros, cap["/bifusion/markers"][k]).markers if m.ns == "boxes"]
+        assert [m.id for m in boxes] == [1, 2]
+        for m in boxes:  # coloured by id, not by class
+            assert (m.color.r, m.color.g, m.color.b) == pytest.approx(id_colour(m.id))
+    assert len(node.session.map) == 2
+    assert [o.merge_count for o in node.session.map.scene.instances] == [3, 3]
+    # the map went out with frames 1 (first) and 3 (1.2 s later), not with frame 2 (0.5 s after the first)
+    assert [len(cap[t]) for t in MAP_OUTPUTS] == [2, 2]
+    mc = roundtrip(ros, cap["/bifusion/map_cloud"][-1])
+    assert mc.header.frame_id == "map" and (mc.header.stamp.sec, mc.header.stamp.nanosec) == (2, 200_000_000)
+    assert [f.name for f in mc.fields] == ["x", "y", "z", "rgb", "label", "instance"]
+    vox = cloud_to_numpy(mc)
+    world = cloud_to_numpy(roundtrip(ros, cap["/bifusion/cloud"][-1]))
+    xyz = np.stack([world["x"], world["y"], world["z"]], 1).astype(np.float64)
+    assert len(vox) == len(np.unique(np.floor(xyz / 0.05).astype(np.int64), axis=0))
+    assert set(vox["instance"]) <= {0, 1, 2} and {1, 2} <= set(vox["instance"])
+    # the last point (semantic -1) adds no evidence: its voxel, if it has no other point, has no label
+    assert set(vox["label"]) <= {0, 1, UNKNOWN_LABEL} and (vox["label"] == UNKNOWN_LABEL).sum() <= 1
+    mm = [m for m in roundtrip(ros, cap["/bifusion/map_markers"][-1]).markers if m.ns == "boxes"]
+    assert [m.id for m in mm] == [1, 2]
+    # diagnostics report the map
+    node.publish_diagnostics()
+    values = {kv.key: kv.value for kv in cap["/diagnostics"][0].status[0].values}
+    assert values["map/instances"] == "2" and values["map/errors"] == "0"
+    # map_publish_period can change at run time; 0 = every frame
+    (res,) = node.set_parameters([ros.Parameter("map_publish_period", value=0.0)])
+    assert res.successful and node.session.map.publish_period == 0.0
+    feed_tf(node, ros.msgs, 2300)
+    feed(node, *images(ros.msgs, 2300))
+    assert node.worker.wait_idle(10)
+    assert [len(cap[t]) for t in MAP_OUTPUTS] == [3, 3]
+
+
+def test_reset_map_service_starts_ids_afresh(ros):
+    node = ros.make_node(Shifting(), score_threshold=0.0)
+    cap = Capture(node)
+    if ros.doubled:
+        (srv,) = node.services
+        assert srv.service_name == "/bifusion/reset_map" and srv.srv_type.__name__ == "Trigger"
+    for ms in (1000, 2000):
+        feed_tf(node, ros.msgs, ms)
+        feed(node, *images(ros.msgs, ms))
+        assert node.worker.wait_idle(10)
+    ids = [[i.id for i in roundtrip(ros, m).instances] for m in cap["/bifusion/instances"]]
+    assert ids == [[1, 2], [3, 4]]  # the objects moved 10 m: new instances, new ids
+    response = trigger_call(node)
+    assert response.success and "4 instances" in response.message
+    assert len(node.session.map) == 0
+    feed_tf(node, ros.msgs, 3000)
+    feed(node, *images(ros.msgs, 3000))
+    assert node.worker.wait_idle(10)
+    assert [i.id for i in roundtrip(ros, cap["/bifusion/instances"][-1]).instances] == [1, 2]
+
+
+def test_frames_without_a_pose_stay_out_of_the_map(ros):
+    node = ros.make_node(tf_timeout=0.0, on_missing_tf="identity", score_threshold=0.0)
+    cap = Capture(node)
+    feed(node, *images(ros.msgs, 1000))
+    assert node.worker.wait_idle(10)
+    assert len(node.session.map) == 0 and node.session.counter("map_without_pose") == 1
+    # the frame's own ids go out, in the camera frame
+    assert [i.id for i in roundtrip(ros, cap["/bifusion/instances"][0]).instances] == [1, 2]
+    assert cap["/bifusion/cloud"][0].header.frame_id == OPTICAL
+
+
+def test_changing_the_classes_resets_the_map(ros):
+    node = ros.make_node(score_threshold=0.0)
+    feed_tf(node, ros.msgs, 1000)
+    feed(node, *images(ros.msgs, 1000))
+    assert node.worker.wait_idle(10)
+    assert len(node.session.map) == 2 and node.session.map.scene.class_names == ("chair", "table")
+    (res,) = node.set_parameters([ros.Parameter("classes", value=["sofa", "lamp"])])
+    assert res.successful
+    assert len(node.session.map) == 0 and node.session.map.scene.class_names == ("sofa", "lamp")
+
+
+def test_map_off_publishes_frame_ids_and_no_map(ros):
+    node = ros.make_node(Shifting(), map=False, score_threshold=0.0)
+    cap = Capture(node)
+    assert node.session.map is None and node.reset_map_service is None
+    assert not set(MAP_OUTPUTS) & set(cap.by_topic)
+    if ros.doubled:
+        assert node.services == []
+    for ms in (1000, 2000):
+        feed_tf(node, ros.msgs, ms)
+        feed(node, *images(ros.msgs, ms))
+        assert node.worker.wait_idle(10)
+    ids = [[i.id for i in roundtrip(ros, m).instances] for m in cap["/bifusion/instances"]]
+    assert ids == [[1, 2], [1, 2]]  # per-frame ids
+    markers = [m for m in roundtrip(ros, cap["/bifusion/markers"][0]).markers if m.ns == "boxes"]
+    from bifusion_ros.convert import class_colour
+
+    assert [(m.color.r, m.color.g, m.color.b) for m in markers] == [pytest.approx(class_colour(c)) for c in (0, 1)]
+
+
+@pytest.mark.parametrize("name, value", [("map_voxel_size", 0.0), ("map_max_instances", 0),
+                                         ("map_merge_threshold", 1.0)])
+def test_invalid_map_parameters_fail_at_start(ros, name, value):
+    from bifusion_ros.node import StartupError
+
+    with pytest.raises(StartupError, match=name):
+        ros.make_node(**{name: value})

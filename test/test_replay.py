@@ -30,6 +30,8 @@ OUTPUT_TYPES = {OUTPUT_TOPICS["cloud"]: "sensor_msgs/msg/PointCloud2",
                 OUTPUT_TOPICS["markers"]: "visualization_msgs/msg/MarkerArray",
                 OUTPUT_TOPICS["instances"]: "bifusion_ros/msg/InstanceArray",
                 OUTPUT_TOPICS["alpha"]: "sensor_msgs/msg/Image"}
+MAP_TYPES = {OUTPUT_TOPICS["map_cloud"]: "sensor_msgs/msg/PointCloud2",
+             OUTPUT_TOPICS["map_markers"]: "visualization_msgs/msg/MarkerArray"}
 
 
 def read_bag(path):
@@ -120,10 +122,28 @@ def test_replay_end_to_end(replayed, checkpoint):
 def test_output_bag_holds_what_the_node_publishes(replayed, recording):
     _, out = replayed
     types, msgs = read_bag(out / "output_bag")
-    assert types == OUTPUT_TYPES
-    assert {t: len(v) for t, v in msgs.items()} == {t: FRAMES for t in OUTPUT_TYPES}
+    map_types = MAP_TYPES
+    assert types == {**OUTPUT_TYPES, **map_types}  # the map is on by default, as in the node
     _, inputs = read_bag(recording)
     colour_stamps = [t for t, _ in inputs["/camera/camera/color/image_raw"]]
+    # the map goes out with the first frame and then once a second of image stamps has passed
+    due, last = [], None
+    for t in colour_stamps:
+        if last is None or t - last >= 10**9:
+            due.append(t)
+            last = t
+    assert {t: len(v) for t, v in msgs.items()} == {**{t: FRAMES for t in OUTPUT_TYPES},
+                                                    **{t: len(due) for t in map_types}}
+    map_clouds = msgs[OUTPUT_TOPICS["map_cloud"]]
+    assert [c.header.stamp.sec * 10**9 + c.header.stamp.nanosec for _, c in map_clouds] == due
+    first_map = cloud_to_numpy(map_clouds[0][1])
+    assert list(first_map.dtype.names) == ["x", "y", "z", "rgb", "label", "instance"] and len(first_map) > 50
+    # the first frame's cloud and the map it built carry the same (persistent) instance ids
+    first_cloud = cloud_to_numpy(msgs[OUTPUT_TOPICS["cloud"]][0][1])
+    assert set(first_cloud["instance"]) - {0} <= set(first_map["instance"])
+    map_ids = {m.id for _, ms in msgs[OUTPUT_TOPICS["map_markers"]] for m in ms.markers if m.ns == "boxes"}
+    frame_ids = {i.id for _, ia in msgs[OUTPUT_TOPICS["instances"]] for i in ia.instances}
+    assert frame_ids - map_ids == set() or len(due) < FRAMES  # ids seen after the last map message may be new
     seq = SyntheticSequence(SEED, SequenceConfig(n_frames=FRAMES, loop_fraction=0.25, camera=CAM))
     for i, (t, cloud) in enumerate(msgs[OUTPUT_TOPICS["cloud"]]):
         stamp = cloud.header.stamp.sec * 10**9 + cloud.header.stamp.nanosec
@@ -217,13 +237,16 @@ def test_missing_tf_is_skipped_and_counted_or_replaced_by_the_identity(recording
     assert m["skipped_by_reason"]["missing_tf"] == FRAMES and m["skipped"] == FRAMES and m["processed"] == 0
     assert "neither /tf nor /tf_static" in caplog.text and "'map' <- 'camera_color_optical_frame'" in caplog.text
     types, msgs = read_bag(tmp_path / "skip" / "output_bag")
-    assert types == OUTPUT_TYPES and all(not v for v in msgs.values())
+    assert types == {**OUTPUT_TYPES, **MAP_TYPES} and all(not v for v in msgs.values())
 
     cfg = ReplayConfig(bag=bag, out=tmp_path / "identity", on_missing_tf="identity", max_frames=2, save_every=0,
                        progress=False)
     assert run(cfg, processor) == 0
-    m = json.loads((tmp_path / "identity" / "metrics.json").read_text())["frames"]
+    metrics = json.loads((tmp_path / "identity" / "metrics.json").read_text())
+    m = metrics["frames"]
     assert (m["processed"], m["identity_pose"], m["skipped"], m["synchronised"]) == (2, 2, 0, 2)
+    # frames in the camera frame stay out of the world map, as in the node
+    assert metrics["map"]["frames_without_pose"] == 2 and metrics["map"]["instances"] == 0
     _, msgs = read_bag(tmp_path / "identity" / "output_bag")
     clouds = msgs[OUTPUT_TOPICS["cloud"]]
     assert len(clouds) == 2 and clouds[0][1].header.frame_id == OPTICAL_FRAME

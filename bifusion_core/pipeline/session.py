@@ -11,7 +11,11 @@ messages and poses come from. Everything after that is :class:`FrameSession`:
   ``processor_error``;
 - skip counting per reason (:data:`SKIP_REASONS`) with one log line per reason at most every ``log_period``
   seconds (the first occurrence always), and the first detail of each reason;
-- frame counters and per-stage latency (:class:`LatencyStats`).
+- frame counters and per-stage latency (:class:`LatencyStats`);
+- with the map on (:meth:`FrameSession.enable_map`), the online map (:class:`~.session_map.SessionMap`): each
+  processed frame's instances are merged (:meth:`FrameSession.map_frame`, timed as ``map``; a frame the map
+  refuses is counted as ``map_errors`` and logged, its outputs keep their per-frame ids), so that the outputs
+  carry persistent map ids.
 """
 from __future__ import annotations
 
@@ -22,9 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .session_map import MapFrame, SessionMap
 from .types import Frame
 
-__all__ = ["SKIP_REASONS", "MISSING_TF_POLICIES", "FrameSkipped", "LatencyStats", "FrameInputs", "FrameSession"]
+__all__ = ["SKIP_REASONS", "MISSING_TF_POLICIES", "FrameSkipped", "LatencyStats", "FrameInputs", "FrameSession",
+           "MapFrame"]
 
 SKIP_REASONS = (
     "bad_encoding",      # colour not rgb8/bgr8/rgba8/bgra8/mono8, or depth not 16UC1/32FC1
@@ -139,6 +145,13 @@ class FrameSession:
         self._lock = threading.Lock()
         self._log_times: dict[str, float] = {}
         self.first_detail: dict[str, str] = {}
+        self.map: SessionMap | None = None
+
+    def enable_map(self, config, publish_period: float = 1.0) -> SessionMap:
+        """Turn the online map on (:class:`~.session_map.SessionMap` with ``config``, a
+        :class:`~bifusion_core.mapping.MapConfig`, and the processor's class names)."""
+        self.map = SessionMap(config, list(getattr(self.processor, "class_names", None) or []), publish_period)
+        return self.map
 
     # ------------------------------------------------------------------------------------------ counters
     def count(self, key: str, n: int = 1) -> int:
@@ -202,6 +215,27 @@ class FrameSession:
             raise FrameSkipped("processor_error", f"{type(exc).__name__}: {exc}") from exc
         inputs.timings["process"] = time.perf_counter() - t0
         return result
+
+    def map_frame(self, inputs: FrameInputs, result, out_frame: str) -> MapFrame | None:
+        """Merge a processed frame whose points are in ``out_frame`` into the map. None without a map; None
+        for a frame outside the world frame (no pose: its points are in the camera frame; counted as
+        ``map_without_pose``); None when the map refuses the frame (counted as ``map_errors`` and logged, the
+        map unchanged)."""
+        if self.map is None:
+            return None
+        if out_frame != self.world_frame:
+            self.count("map_without_pose")
+            return None
+        t0 = time.perf_counter()
+        try:
+            frame = self.map.merge_result(result, inputs.stamp)
+        except ValueError as exc:
+            n = self.count("map_errors")
+            self.warn_throttled("map_errors", f"frame at {inputs.stamp:.3f} s not merged into the map ({n} so far): "
+                                              f"{exc}")
+            return None
+        inputs.timings["map"] = time.perf_counter() - t0
+        return frame
 
     def done(self, inputs: FrameInputs, result) -> int:
         """Book a frame whose outputs went out: counts it and records its timings (``model/...`` from the

@@ -40,7 +40,7 @@ from .cloud import CLOUD_FIELDS, cloud_to_numpy, labelled_cloud, pack_rgb, unpac
 from .factory import MessageFactory, make_header, make_time, rclpy_factory, rosbags_factory
 from .image import (COLOUR_ENCODINGS, DEPTH_ENCODINGS, IMAGE_ENCODINGS, RAW_ENCODINGS, check_rgb_depth, image_to_numpy,
                     numpy_to_image, raw_image_array)
-from .markers import CLASS_PALETTE, InstanceLike, class_colour, instance_array, marker_array
+from .markers import CLASS_PALETTE, InstanceLike, class_colour, id_colour, instance_array, marker_array
 from .transform import (matrix_to_pose, matrix_to_quaternion, matrix_to_transform, quaternion_to_matrix,
                         transform_to_matrix, transform_to_tq)
 
@@ -75,6 +75,7 @@ __all__ = [
     "labelled_cloud",
     "cloud_to_numpy",
     "class_colour",
+    "id_colour",
     "marker_array",
     "instance_array",
 ]

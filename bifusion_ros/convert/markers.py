@@ -15,7 +15,7 @@ import numpy as np
 from .factory import MessageFactory, _ctor
 from .transform import _normalised_quaternion, _pose, quaternion_to_matrix
 
-__all__ = ["InstanceLike", "CLASS_PALETTE", "class_colour", "marker_array", "instance_array"]
+__all__ = ["InstanceLike", "CLASS_PALETTE", "class_colour", "id_colour", "marker_array", "instance_array"]
 
 
 class InstanceLike(Protocol):
@@ -70,8 +70,14 @@ def _instance_fields(inst) -> tuple[int, int, str, float, np.ndarray, np.ndarray
     return iid, int(inst.class_id), str(inst.class_name), float(inst.score), center, size, q, int(inst.point_count)
 
 
+def id_colour(instance_id: int) -> tuple[float, float, float]:
+    """RGB (0..1) of an instance id, stable for the id's life: ``CLASS_PALETTE[id % 20]`` (consecutive ids
+    differ)."""
+    return tuple(float(v) for v in CLASS_PALETTE[int(instance_id) % len(CLASS_PALETTE)])  # type: ignore[return-value]
+
+
 def marker_array(instances, header, msgs: MessageFactory, *, palette=None, box_alpha: float = 0.4,
-                 text_height: float = 0.1, up=(0.0, 0.0, 1.0), min_scale: float = 1e-3):
+                 text_height: float = 0.1, up=(0.0, 0.0, 1.0), min_scale: float = 1e-3, colour_by: str = "class"):
     """``visualization_msgs/MarkerArray`` of instances (see :class:`InstanceLike`).
 
     Markers, all with ``header``, ``lifetime`` 0 (forever, replaced by the next array) and ``frame_locked``
@@ -79,8 +85,8 @@ def marker_array(instances, header, msgs: MessageFactory, *, palette=None, box_a
 
     1. one ``DELETEALL`` (ns ``""``, id 0) that clears the previous frame's markers;
     2. per instance a ``CUBE`` in ns ``"boxes"``, id = instance id, pose = box centre (+ orientation),
-       scale = size (each at least ``min_scale`` so RViz draws it), colour = class colour with
-       ``box_alpha``;
+       scale = size (each at least ``min_scale`` so RViz draws it), colour = class colour
+       (``colour_by="class"``) or the id's (``"id"``, :func:`id_colour`: persistent map ids) with ``box_alpha``;
     3. per instance a ``TEXT_VIEW_FACING`` in ns ``"labels"``, id = instance id, text ``"<class> <score:.2f>"``,
        white, ``scale.z = text_height``, placed above the box along ``up`` (the header frame's up
        direction: ``(0, 0, 1)`` for map / REP-103 body frames, ``(0, -1, 0)`` for an optical frame).
@@ -88,6 +94,8 @@ def marker_array(instances, header, msgs: MessageFactory, *, palette=None, box_a
     Raises:
         ValueError: an instance id outside 1..2^31-1 (Marker ids are int32), non-finite centre / size.
     """
+    if colour_by not in ("class", "id"):
+        raise ValueError(f"colour_by must be 'class' or 'id', got {colour_by!r}")
     ctor = _ctor(msgs, "visualization_msgs/msg/Marker")
     colour = _ctor(msgs, "std_msgs/msg/ColorRGBA")
     vec = _ctor(msgs, "geometry_msgs/msg/Vector3")
@@ -100,7 +108,7 @@ def marker_array(instances, header, msgs: MessageFactory, *, palette=None, box_a
         iid, cid, name, score, center, size, q, _ = _instance_fields(inst)
         if iid > 0x7FFFFFFF:
             raise ValueError(f"instance id {iid} does not fit a Marker id (int32)")
-        r, g, b = class_colour(cid, palette)
+        r, g, b = class_colour(cid, palette) if colour_by == "class" else id_colour(iid)
         scale = np.maximum(size, min_scale)
         markers.append(ctor(
             header=header, ns="boxes", id=iid, type=CUBE, action=ADD, pose=_pose(msgs, center, q),
