@@ -100,3 +100,136 @@ def test_replay_runs_the_session_with_its_settings(tmp_path):
     assert isinstance(s, FrameSession) and (s.world_frame, s.camera_frame, s.on_missing_tf) == ("odom", "cam",
                                                                                                "identity")
     assert s.latency.window is None  # a replay summarises every frame
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the session's map (SessionMap)
+# ---------------------------------------------------------------------------------------------------------------
+class Inst:
+    def __init__(self, id, class_id, score, idx, points):
+        self.id, self.class_id, self.class_name, self.score = id, class_id, f"c{class_id}", score
+        self.point_indices = np.asarray(idx, np.int64)
+        p = points[self.point_indices]
+        self.center, self.size = (p.min(0) + p.max(0)) / 2, p.max(0) - p.min(0)
+        self.embedding = None
+
+    @property
+    def point_count(self):
+        return len(self.point_indices)
+
+
+def cube(centre, n=6, edge=0.3):
+    g = np.linspace(-edge / 2, edge / 2, n)
+    return np.stack(np.meshgrid(g, g, g), -1).reshape(-1, 3) + np.asarray(centre)
+
+
+def result_of(centres, classes=None, small=()):
+    """A FrameResult with one cube instance per centre (216 points each) plus, for each of ``small``, a
+    5-point instance; the last point of the frame belongs to no instance."""
+    from bifusion_core.pipeline.types import FrameResult
+
+    parts = [cube(c) for c in centres] + [cube(c, n=2)[:5] for c in small] + [np.array([[9.0, 9.0, 9.0]])]
+    points = np.concatenate(parts).astype(np.float32)
+    insts, start = [], 0
+    classes = classes or [0] * (len(centres) + len(small))
+    for k, part in enumerate(parts[:-1]):
+        insts.append(Inst(k + 1, classes[k], 0.9, np.arange(start, start + len(part)), points))
+        start += len(part)
+    n = len(points)
+    return FrameResult(points=points, colours=np.full((n, 3), 100, np.uint8), semantic=np.zeros(n, np.int64),
+                       instance=np.zeros(n, np.int64), score=np.ones(n, np.float32), alpha=np.ones(n, np.float32),
+                       pixels=np.zeros((n, 2), np.int64), instances=insts, class_names=["chair", "table"])
+
+
+def map_session(**kw):
+    from bifusion_core.mapping import MapConfig
+
+    class Proc:
+        class_names = ["chair", "table"]
+
+    s = FrameSession(Proc(), world_frame="map", log=Log())
+    s.enable_map(MapConfig(**kw))
+    return s
+
+
+def test_the_session_map_gives_persistent_ids_per_instance_and_point():
+    s = map_session()
+    r1 = result_of([(0, 0, 0), (2, 0, 0)], small=[(5, 0, 0)])
+    f1 = s.map_frame(inputs(1.0), r1, "map")
+    assert f1.instance_ids == (1, 2, 0)  # the 5-point instance is below min_points (10): not in the map
+    n = len(r1.points)
+    np.testing.assert_array_equal(f1.point_ids[:216], 1)
+    np.testing.assert_array_equal(f1.point_ids[216:432], 2)
+    assert (f1.point_ids[432:] == 0).all() and f1.point_ids.shape == (n,)
+    # the same objects seen again, listed the other way round, slightly moved: same ids
+    inp = inputs(2.0)
+    f2 = s.map_frame(inp, result_of([(2.05, 0, 0), (0.05, 0, 0)]), "map")
+    assert f2.instance_ids == (2, 1) and "map" in inp.timings
+    assert len(s.map) == 2 and s.map.scene.class_names == ("chair", "table")
+    # a frame in the camera frame (no pose) is not merged
+    assert s.map_frame(inputs(3.0), r1, "cam_optical") is None and s.counter("map_without_pose") == 1
+    assert [i.merge_count for i in s.map.scene.instances] == [2, 2]
+    # reset: ids start at 1 again; with class names the map takes them
+    assert s.map.reset(["sofa"]) == 2 and len(s.map) == 0 and s.map.scene.class_names == ("sofa",)
+    assert s.map_frame(inputs(4.0), result_of([(7, 0, 0)]), "map").instance_ids == (1,)
+
+
+def test_a_frame_the_map_refuses_is_counted_and_changes_nothing():
+    s = map_session()
+    s.map_frame(inputs(1.0), result_of([(0, 0, 0)]), "map")
+    bad = result_of([(0, 0, 0)])
+    bad.points[3] = np.nan
+    assert s.map_frame(inputs(2.0), bad, "map") is None
+    assert s.counter("map_errors") == 1 and any("not merged into the map" in t for t in s._log.lines)
+    (inst,) = s.map.scene.instances
+    assert inst.merge_count == 1 and inst.last_seen == 1.0
+
+
+def test_the_map_is_published_at_most_every_period_of_image_stamps():
+    s = map_session()
+    m = s.map
+    assert m.publish_period == 1.0
+    assert [m.due(t) for t in (10.0, 10.5, 10.99, 11.0, 11.5, 12.2)] == [True, False, False, True, False, True]
+    assert m.due(5.0)  # the stamps went back (a looping bag): at once
+    m.publish_period = 0
+    assert all(m.due(t) for t in (5.0, 5.0, 5.1))
+    with pytest.raises(ValueError):
+        m.publish_period = -1.0
+    m.publish_period = 3.0
+    m.reset()
+    assert m.due(5.5)  # a reset map goes out with the next frame
+
+
+def test_map_snapshot_is_a_copy():
+    s = map_session()
+    s.map_frame(inputs(1.0), result_of([(0, 0, 0)]), "map")
+    snap = s.map.snapshot()
+    v = len(snap.centres)
+    assert v == len(snap.labels) == len(snap.instance_ids) == len(snap.colours) > 0
+    assert set(snap.instance_ids) == {0, 1} and snap.class_names == ("chair", "table")
+    s.map.reset()
+    assert len(snap.centres) == v and len(snap.instances) == 1  # unaffected by later changes
+
+
+def test_outputs_carry_map_ids_and_merge_instances_that_share_one():
+    from bifusion_ros.convert import cloud_to_numpy, id_colour, make_header, rosbags_factory
+    from bifusion_ros.frame_io import result_outputs
+    from bifusion_core.pipeline.session_map import MapFrame
+
+    msgs = rosbags_factory()
+    r = result_of([(0, 0, 0), (0.2, 0, 0), (3, 0, 0)])
+    r.instances[2].score = 0.1  # below the threshold: left out, its points get 0
+    n = len(r.points)
+    point_ids = np.zeros(n, np.int64)
+    point_ids[:432], point_ids[432:648] = 7, 9
+    header = make_header(msgs, "map", 1.0)
+    out = result_outputs(r, header, header, msgs, score_threshold=0.25, map_frame=MapFrame((7, 7, 9), point_ids))
+    (inst,) = out["instances"].instances  # the two frame instances merged into map id 7 are one instance
+    assert inst.id == 7 and inst.point_count == 432
+    assert (inst.center.position.x, inst.size.x) == (pytest.approx(0.1), pytest.approx(0.5))
+    pts = cloud_to_numpy(out["cloud"])
+    assert set(pts["instance"][:432]) == {7} and (pts["instance"][432:] == 0).all()
+    (box,) = [m for m in out["markers"].markers if m.ns == "boxes"]
+    assert box.id == 7 and (box.color.r, box.color.g, box.color.b) == pytest.approx(id_colour(7))
+    with pytest.raises(ValueError, match="map ids for 2 instances"):
+        result_outputs(r, header, header, msgs, map_frame=MapFrame((7, 7), point_ids))
