@@ -258,6 +258,71 @@ def test_node_publishes_counts_bad_input_and_refuses_wrong_parameters(ros, tmp_p
     assert "skipping frame (bad_encoding" in log and "skipping frame (missing_tf" in log, log
 
 
+MAP_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def test_node_builds_the_map_serves_reset_map_and_latches_the_map(ros, tmp_path):
+    """The online map under real ROS 2: ~/map_cloud and ~/map_markers arrive (transient local: a subscriber
+    that joins later still gets the latest map), their ids are those of the frame outputs, and the
+    ~/reset_map service (std_srvs/Trigger) empties the map so that ids start at 1 again."""
+    from std_srvs.srv import Trigger
+
+    rig = Rig(ros)
+    maps: dict[str, list] = {"/bifusion/map_cloud": [], "/bifusion/map_markers": []}
+    for topic, type_name in (("/bifusion/map_cloud", "sensor_msgs/msg/PointCloud2"),
+                             ("/bifusion/map_markers", "visualization_msgs/msg/MarkerArray")):
+        rig.create_subscription(ros(type_name), topic, maps[topic].append, MAP_QOS)
+    log_path = tmp_path / "node.log"
+    proc = start(["ros2", "run", "bifusion_ros", "bifusion_node", "--ros-args", *NODE_ARGS,
+                  "-p", "map_publish_period:=0"], log_path)
+    try:
+        rig.wait_for(lambda: rig.count_publishers("/bifusion/map_cloud") > 0, 120, "the map publishers", proc)
+        rig.publish_static_tf()
+        t0 = time.time()
+        for i in range(60):
+            rig.publish_frame(i, t0 + i * 0.5)
+            rig.spin_for(0.5)
+            if len(maps["/bifusion/map_cloud"]) >= 2 and len(rig.received["/bifusion/instances"]) >= 2:
+                break
+        assert len(maps["/bifusion/map_cloud"]) >= 2, {t: len(v) for t, v in maps.items()}
+        rig.spin_for(1.0)
+        cloud = maps["/bifusion/map_cloud"][-1]
+        assert cloud.header.frame_id == MAP_FRAME
+        assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb", "label", "instance"]
+        vox = cloud_to_numpy(cloud)
+        map_ids = set(np.unique(vox["instance"])) - {0}
+        frame_ids = {i.id for msg in rig.received["/bifusion/instances"] for i in msg.instances}
+        assert map_ids and frame_ids, (map_ids, frame_ids)
+        boxes = {m.id for m in maps["/bifusion/map_markers"][-1].markers if m.ns == "boxes"}
+        assert map_ids <= boxes  # every id in the map cloud is a map instance (evicted ones are cleared)
+        # a late subscriber gets the latest map at once (transient local)
+        late: list = []
+        rig.create_subscription(ros("sensor_msgs/msg/PointCloud2"), "/bifusion/map_cloud", late.append, MAP_QOS)
+        rig.wait_for(lambda: late, 20, "the latched map for a late subscriber", proc)
+        assert late[0].width == cloud.width
+
+        # ~/reset_map
+        client = rig.create_client(Trigger, "/bifusion/reset_map")
+        assert client.wait_for_service(timeout_sec=30)
+        future = client.call_async(Trigger.Request())
+        rig.wait_for(future.done, 30, "the reset_map response", proc)
+        response = future.result()
+        assert response.success and "map reset" in response.message, response
+        n = len(rig.received["/bifusion/instances"])
+        for i in range(20):
+            rig.publish_frame(i, t0 + 100.0 + i * 0.5)
+            rig.spin_for(0.5)
+            if len(rig.received["/bifusion/instances"]) > n and rig.received["/bifusion/instances"][-1].instances:
+                break
+        after = rig.received["/bifusion/instances"][-1].instances
+        assert after and max(i.id for i in after) <= len(after), [i.id for i in after]  # ids from 1 again
+    finally:
+        rig.destroy_node()
+        log = stop(proc, log_path)
+    assert "Traceback" not in log, log
+    assert "online map on" in log and "map reset:" in log, log
+
+
 @pytest.mark.parametrize("override, needle", [("sync_queue_size:=ten", "sync_queue_size"),
                                               ("on_missing_tf:=sometimes", "on_missing_tf"),
                                               ("checkpoint:=/nonexistent/model.pt", "/nonexistent/model.pt")])
