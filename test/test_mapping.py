@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bifusion_core.io.ply import read_ply
-from bifusion_core.mapping import (InstanceMap, LabelledVoxelMap, MapConfig, Observation, SceneMap, box_iou,
+from bifusion_core.mapping import (InstanceMap, LabelledVoxelMap, MapConfig, Observation, SceneMap, box_iom, box_iou,
                                    pack_keys, point_keys, unpack_keys, voxel_iou, voxel_set)
 from bifusion_core.mapping.voxel_keys import INDEX_MAX, INDEX_MIN
 
@@ -135,6 +135,38 @@ def test_box_iou_matches_dense_grids():
     ref = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
     np.testing.assert_allclose(box_iou(lo * 0.05, hi * 0.05, lo * 0.05, hi * 0.05), ref, atol=1e-12)
     assert 0 < np.count_nonzero((ref > 0) & (ref < 1)) < 30 * 30  # the cases are not all trivial
+
+
+def test_box_iom_matches_dense_grids():
+    rng = np.random.default_rng(3)
+    lo = rng.integers(0, 9, size=(30, 3))
+    hi = lo + rng.integers(0, 5, size=(30, 3))  # some boxes have zero volume
+    hi[0] = lo[0] + 2
+    lo[1], hi[1] = lo[0], lo[0] + 4  # box 0 lies inside box 1
+    grids = np.zeros((30, 14, 14, 14), bool)
+    for k in range(30):
+        grids[k, lo[k, 0]:hi[k, 0], lo[k, 1]:hi[k, 1], lo[k, 2]:hi[k, 2]] = True
+    flat = grids.reshape(30, -1)
+    inter = (flat[:, None] & flat[None]).sum(-1)
+    small = np.minimum(flat.sum(1)[:, None], flat.sum(1)[None])
+    ref = np.where(small > 0, inter / np.maximum(small, 1), 0.0)
+    got = box_iom(lo * 0.05, hi * 0.05, lo * 0.05, hi * 0.05)
+    np.testing.assert_allclose(got, ref, atol=1e-12)
+    assert got[0, 1] == got[1, 0] == 1.0 and box_iou(lo[:2], hi[:2], lo[:2], hi[:2])[0, 1] == 8 / 64
+    assert 0 < np.count_nonzero((ref > 0) & (ref < 1))
+    with pytest.raises(ValueError):
+        box_iom(hi, lo, lo, hi)
+
+
+def test_box_iom_keeps_a_partial_view_inside_a_large_instance():
+    """A table seen whole, then only a corner of it: the corner's box lies inside the table's (containment 1)
+    but its box IoU is small, so with the IoU the corner would become a new instance."""
+    table = box_surface((1.0, 1.0, 0.4), size=(1.6, 0.8, 0.8))
+    corner = table[(table[:, 0] < 0.45) & (table[:, 1] < 0.8)]
+    for overlap, expect in (("box_iom", [1]), ("box_iou", [2])):
+        m = InstanceMap(MapConfig(overlap=overlap, merge_threshold=0.3))
+        m.update([obs(table)], 0.0)
+        assert m.update([obs(corner)], 1.0) == expect, overlap
 
 
 def test_voxel_iou_matches_dense_grids():

@@ -14,11 +14,11 @@ from .config import MapConfig
 from .instance_map import InstanceMap, MapInstance
 from .observation import Observation
 from .online import OnlineMapScorer, observations_from_result, oracle_observations
-from .overlap import box_iou, voxel_iou
+from .overlap import box_iom, box_iou, voxel_iou
 from .scene_map import SceneMap
 from .voxel_keys import pack_keys, point_keys, unpack_keys, voxel_centres, voxel_set
 from .voxel_map import LabelledVoxelMap
 
 __all__ = ["MapConfig", "InstanceMap", "MapInstance", "Observation", "OnlineMapScorer", "observations_from_result",
-           "oracle_observations", "box_iou", "voxel_iou", "SceneMap",
+           "oracle_observations", "box_iom", "box_iou", "voxel_iou", "SceneMap",
            "pack_keys", "point_keys", "unpack_keys", "voxel_centres", "voxel_set", "LabelledVoxelMap"]

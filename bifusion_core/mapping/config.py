@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-OVERLAP_KINDS = ("box_iou", "voxel_iou")
+OVERLAP_KINDS = ("box_iou", "box_iom", "voxel_iou")
 
 
 def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:

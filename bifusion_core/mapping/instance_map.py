@@ -12,7 +12,8 @@ Per :meth:`InstanceMap.update` (one frame):
    observations get the same id.
 3. **Memory vs groups**: score = cosine(embeddings) x geometric overlap, where the cosine is 1 when either
    side has no embedding and the overlap is the IoU of the axis-aligned voxel boxes (``overlap="box_iou"``,
-   as ESAM) or of the voxel sets (``"voxel_iou"``); zero where the classes (argmax of the class evidence)
+   as ESAM), their intersection over the smaller box (``"box_iom"``) or the IoU of the voxel sets
+   (``"voxel_iou"``); zero where the classes (argmax of the class evidence)
    disagree unless ``class_agnostic``. Scores at or below ``merge_threshold`` are zeroed, the rest go to the
    Hungarian assignment (``scipy.optimize.linear_sum_assignment``, maximising the total score), and assigned
    pairs scoring above the threshold merge: voxel sets unite, features average weighted by merge counts.
@@ -41,7 +42,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .config import MapConfig, check_float
 from .observation import Observation
-from .overlap import box_iou, boxes_intersect, voxel_iou
+from .overlap import box_iom, box_iou, boxes_intersect, voxel_iou
 from .voxel_keys import index_bounds, pack_keys, point_keys, sorted_unique, union, unpack_keys, voxel_indices
 
 
@@ -267,8 +268,9 @@ class InstanceMap:
             allowed = cls_r[:, None] == cls_c[None]
         lo_r, hi_r = np.stack([e.lo for e in rows]), np.stack([e.hi for e in rows])
         lo_c, hi_c = np.stack([e.lo for e in cols]), np.stack([e.hi for e in cols])
-        if self.config.overlap == "box_iou":
-            geo = box_iou(lo_r, hi_r + 1, lo_c, hi_c + 1) * allowed
+        if self.config.overlap in ("box_iou", "box_iom"):
+            fn = box_iou if self.config.overlap == "box_iou" else box_iom
+            geo = fn(lo_r, hi_r + 1, lo_c, hi_c + 1) * allowed
         else:
             geo = np.zeros((n_r, n_c))
             cand = boxes_intersect(lo_r, hi_r, lo_c, hi_c) & allowed

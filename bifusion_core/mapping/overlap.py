@@ -1,4 +1,5 @@
-"""Geometric overlap of instances: IoU of axis-aligned 3D boxes and IoU of voxel sets, all pairs at once."""
+"""Geometric overlap of instances, all pairs at once: IoU of axis-aligned 3D boxes, intersection over the smaller
+box (containment), and IoU of voxel sets."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,6 +27,26 @@ def box_iou(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndarr
     inter = np.clip(side, 0.0, None).prod(-1)
     union = np.prod(hi_a - lo_a, 1)[:, None] + np.prod(hi_b - lo_b, 1)[None] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def box_iom(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndarray) -> np.ndarray:
+    """``(A, B)`` intersection over minimum (containment) of every pair of axis-aligned boxes:
+    ``vol(a & b) / min(vol(a), vol(b))``, 1 when one box lies inside the other. Arguments as :func:`box_iou`;
+    boxes of zero volume have 0 with everything.
+
+    Unlike the IoU it does not fall when a partial view (a small box) is compared with the box an instance
+    accumulated over many views.
+    """
+    lo_a, hi_a = np.asarray(lo_a, np.float64).reshape(-1, 3), np.asarray(hi_a, np.float64).reshape(-1, 3)
+    lo_b, hi_b = np.asarray(lo_b, np.float64).reshape(-1, 3), np.asarray(hi_b, np.float64).reshape(-1, 3)
+    if lo_a.shape != hi_a.shape or lo_b.shape != hi_b.shape:
+        raise ValueError("box_iom: min and max corners must have the same shape")
+    if (hi_a < lo_a).any() or (hi_b < lo_b).any():
+        raise ValueError("box_iom: a box has a max corner below its min corner")
+    side = np.minimum(hi_a[:, None], hi_b[None]) - np.maximum(lo_a[:, None], lo_b[None])
+    inter = np.clip(side, 0.0, None).prod(-1)
+    small = np.minimum(np.prod(hi_a - lo_a, 1)[:, None], np.prod(hi_b - lo_b, 1)[None])
+    return np.divide(inter, small, out=np.zeros_like(inter), where=small > 0)
 
 
 def boxes_intersect(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndarray) -> np.ndarray:
