@@ -531,7 +531,11 @@ def test_save_load_round_trip(tmp_path):
     m, chair, table = _build_map()
     m.update([obs(box_surface((5, 0, 0)), 1, 0.4)], 3.0)  # a third instance without embedding
     paths = m.save(tmp_path / "map")
-    assert {p.name for p in paths.values()} == {"map.ply", "instances.json", "map_state.npz"}
+    assert {p.name for p in paths.values()} == {"map.ply", "map.png", "instances.json", "map_state.npz"}
+    import cv2
+
+    png = cv2.imread(str(tmp_path / "map" / "map.png"))
+    assert png is not None and png.shape[0] > 10 and png.shape[1] > 2 * png.shape[0] * 0.5
     back = SceneMap.load(tmp_path / "map")
     assert back.config == m.config and back.class_names == ("chair", "table")
     assert back.instance_map.next_id == m.instance_map.next_id == 4
@@ -633,3 +637,28 @@ def test_save_refuses_bad_scannet_arguments(tmp_path):
         m.save(tmp_path / "a", scene_points=np.zeros((3, 2)), label_ids=[2])
     with pytest.raises(ValueError, match="scene"):
         m.save(tmp_path / "a", scene_points=np.zeros((3, 3)), label_ids=[2], scene="../x")
+
+
+def test_map_topdown_image_shows_the_highest_visible_voxel_per_cell():
+    from bifusion_core.io.render import ID_PALETTE, map_topdown_image
+
+    vs = 0.1
+    # cell (0, 0): a floor voxel (no instance) under an instance-3 voxel; cell (2, 1): instance 7 under a
+    # hidden "ceiling" voxel; cell (1, 0): a floor voxel only
+    centres = np.array([[0.05, 0.05, 0.05], [0.05, 0.05, 0.55], [0.25, 0.15, 0.45], [0.25, 0.15, 2.5],
+                        [0.15, 0.05, 0.05]])
+    colours = np.array([[10, 20, 30], [200, 0, 0], [0, 200, 0], [255, 255, 255], [90, 90, 90]], np.uint8)
+    ids = np.array([0, 3, 7, 0, 0])
+    hide = np.array([False, False, False, True, False])
+    img = map_topdown_image(centres, colours, ids, vs, hide=hide, scale=2)
+    h, w = 2, 3  # cells: x 0..2, y 0..1
+    assert img.shape == (h * 2, 2 * w * 2 + 8, 3)
+    rgb, inst = img[:, :w * 2], img[:, w * 2 + 8:]
+    # world y goes up the image: y index 0 is the bottom row
+    np.testing.assert_array_equal(rgb[3, 0], [200, 0, 0])         # the higher voxel of cell (0, 0)
+    np.testing.assert_array_equal(rgb[1, 4], [0, 200, 0])         # the ceiling voxel is hidden
+    np.testing.assert_array_equal(inst[3, 0], ID_PALETTE[3 % 20])
+    np.testing.assert_array_equal(inst[1, 4], ID_PALETTE[7 % 20])
+    assert len(set(inst[3, 2])) == 1 and tuple(inst[3, 2]) != tuple(ID_PALETTE[0])  # no instance: grey
+    np.testing.assert_array_equal(rgb[1, 0], [0, 0, 0])           # cell (0, 1): nothing seen
+    assert map_topdown_image(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0), vs).shape == (1, 1, 3)

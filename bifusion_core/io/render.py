@@ -93,3 +93,63 @@ def write_result(out_dir, name: str, result, rgb: np.ndarray) -> dict[str, str]:
                                          "classes": result.class_names, "instances": insts,
                                          "timings_s": result.timings}, indent=2))
     return {k: str(v) for k, v in paths.items()}
+
+
+ID_PALETTE = np.array([
+    (0xF3, 0xC3, 0x00), (0x87, 0x56, 0x92), (0xF3, 0x84, 0x00), (0xA1, 0xCA, 0xF1), (0xBE, 0x00, 0x32),
+    (0xC2, 0xB2, 0x80), (0x84, 0x84, 0x82), (0x00, 0x88, 0x56), (0xE6, 0x8F, 0xAC), (0x00, 0x67, 0xA5),
+    (0xF9, 0x93, 0x79), (0x60, 0x4E, 0x97), (0xF6, 0xA6, 0x00), (0xB3, 0x44, 0x6C), (0xDC, 0xD3, 0x00),
+    (0x88, 0x2D, 0x17), (0x8D, 0xB6, 0x00), (0x65, 0x45, 0x22), (0xE2, 0x58, 0x22), (0x2B, 0x3D, 0x26),
+], np.uint8)
+"""``(20, 3)`` uint8: map id ``i`` is drawn in ``ID_PALETTE[i % 20]`` (the node's marker colours per id)."""
+
+
+def map_topdown_image(centres: np.ndarray, colours: np.ndarray, instance_ids: np.ndarray, voxel_size: float,
+                      hide: np.ndarray | None = None, scale: int = 4, labels: dict | None = None) -> np.ndarray:
+    """A top-down (world -z) picture of a labelled voxel map: left the mean colour, right the instances
+    (each map id in its :data:`ID_PALETTE` colour, voxels of no instance in dimmed grey), both seen from above
+    (per pixel the highest voxel that is not hidden).
+
+    Args:
+        centres: ``(V, 3)`` voxel centres, metres (world, z up). colours: ``(V, 3)`` uint8.
+        instance_ids: ``(V,)`` map id (0: none). voxel_size: metres (one voxel = ``scale`` pixels).
+        hide: ``(V,)`` bool voxels left out (e.g. the ceiling, which would cover the room).
+        labels: ``{map id: text}`` written at the centre of the instance's voxels in the right panel.
+
+    Returns:
+        ``(H, 2W + gap, 3)`` uint8 RGB (a 1 x 1 black image for an empty map).
+    """
+    c = np.asarray(centres, np.float64).reshape(-1, 3)
+    keep = np.ones(len(c), bool) if hide is None else ~np.asarray(hide, bool)
+    c, col, ids = c[keep], np.asarray(colours, np.uint8)[keep], np.asarray(instance_ids, np.int64)[keep]
+    if len(c) == 0:
+        return np.zeros((1, 1, 3), np.uint8)
+    ij = np.floor(c[:, :2] / voxel_size).astype(np.int64)
+    ij -= ij.min(0)
+    w, h = int(ij[:, 0].max()) + 1, int(ij[:, 1].max()) + 1
+    order = np.argsort(c[:, 2], kind="stable")  # higher voxels are written last and stay on top
+    rows, cols = h - 1 - ij[order, 1], ij[order, 0]  # image rows go down, world y goes up
+    rgb = np.zeros((h, w, 3), np.uint8)
+    inst = np.zeros((h, w, 3), np.uint8)
+    rgb[rows, cols] = col[order]
+    grey = (0.35 * col[order].astype(np.float32).mean(1, keepdims=True) + 40).astype(np.uint8).repeat(3, 1)
+    inst[rows, cols] = np.where(ids[order, None] > 0, ID_PALETTE[ids[order] % len(ID_PALETTE)], grey)
+    rgb = cv2.resize(rgb, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
+    inst = cv2.resize(inst, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
+    for iid, text in (labels or {}).items():
+        sel = ids == iid
+        if not sel.any():
+            continue
+        u, v = ij[sel, 0].mean() * scale, (h - 1 - ij[sel, 1].mean()) * scale
+        cv2.putText(inst, str(text), (int(u) - 10, int(v)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    gap = np.full((h * scale, 8, 3), 255, np.uint8)
+    return np.concatenate([rgb, gap, inst], 1)
+
+
+def map_png(path, centres, colours, instance_ids, voxel_size: float, hide=None, labels=None) -> None:
+    """:func:`map_topdown_image` written to ``path``."""
+    img = map_topdown_image(centres, colours, instance_ids, voxel_size, hide=hide, labels=labels)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")

@@ -129,7 +129,7 @@ class SceneMap:
             scene: scene name of the predictions (``scannet/SCENE.txt``).
 
         Returns:
-            ``{"ply", "json", "state"[, "scannet"]}`` paths written.
+            ``{"ply", "png", "json", "state"[, "scannet"]}`` paths written.
         """
         return save_map_files(directory, self.config, self.class_names, self.instance_map, self.voxel_map,
                               scene_points=scene_points, label_ids=label_ids, scene=scene)

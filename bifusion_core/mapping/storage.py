@@ -3,6 +3,8 @@
 * ``map.ply`` -- binary little-endian PLY of the labelled voxel centres: ``x y z`` (float32, metres),
   ``red green blue`` (uchar, mean colour), ``label`` (int32, argmax class index, -1 none), ``instance``
   (int32, map id, 0 none). For viewing; it does not hold the evidence.
+* ``map.png`` -- the map seen from above (:func:`bifusion_core.io.render.map_topdown_image`): mean colour
+  beside the instances coloured by id and labelled ``id class``; voxels labelled ``ceiling`` are left out.
 * ``instances.json`` -- format/version, the :class:`MapConfig`, the class names, ``next_id``, and per
   instance: id, class_id (+ class_name with class names), score, merge_count, box_center / box_size /
   box_min / box_max (metres), first_seen / last_seen (seconds), num_voxels.
@@ -35,6 +37,7 @@ from .voxel_map import LabelledVoxelMap
 
 FORMAT, VERSION = "bifusion_core.mapping", 1
 MAP_PLY, INSTANCES_JSON, STATE_NPZ, SCANNET_DIR = "map.ply", "instances.json", "map_state.npz", "scannet"
+MAP_PNG = "map.png"
 _SCENE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -94,11 +97,20 @@ def save_map_files(directory, config: MapConfig, class_names, instance_map: Inst
         scene_points = check_points("scene_points", scene_points)
         label_ids = scannet_label_ids(label_ids, class_names)
     directory.mkdir(parents=True, exist_ok=True)
-    out = {"ply": directory / MAP_PLY, "json": directory / INSTANCES_JSON, "state": directory / STATE_NPZ}
-    write_ply(out["ply"], voxel_map.centres().astype(np.float32),
-              fields={"label": voxel_map.labels.astype(np.int32), "instance": voxel_map.instance_ids.astype(np.int32)},
+    out = {"ply": directory / MAP_PLY, "png": directory / MAP_PNG, "json": directory / INSTANCES_JSON,
+           "state": directory / STATE_NPZ}
+    centres, labels = voxel_map.centres(), voxel_map.labels
+    write_ply(out["ply"], centres.astype(np.float32),
+              fields={"label": labels.astype(np.int32), "instance": voxel_map.instance_ids.astype(np.int32)},
               colours=voxel_map.colours)
     instances = instance_map.instances
+    from ..io.render import map_png  # OpenCV: only when a map is saved
+
+    names = list(class_names or [])
+    hide = np.isin(labels, [k for k, n in enumerate(names) if n == "ceiling"])
+    tags = {i.id: f"{i.id} {names[i.class_id]}" if i.class_id < len(names) else str(i.id) for i in instances}
+    map_png(out["png"], centres, voxel_map.colours, voxel_map.instance_ids, config.voxel_size, hide=hide,
+            labels=tags)
     doc = {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(config),
            "class_names": None if class_names is None else list(class_names), "next_id": instance_map.next_id,
            "num_voxels": len(voxel_map), "instances": [instance_record(i, class_names) for i in instances]}
