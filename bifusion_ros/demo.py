@@ -144,8 +144,9 @@ def main(argv=None) -> int:
         print("-" * 64)
         print("look at: the *_labels.png / *_instances.png / *_alpha.png overlays and the *.ply clouds (label, "
               "instance, score, alpha per point) in the frames directory; the output bag in Foxglove or RViz "
-              "(fixed frame 'map')" + ("" if args.no_map else f"; the merged map {Path(args.out) / 'map' / 'map.ply'} "
-                                       "(label, instance per 5 cm voxel) and its instances.json"))
+              "(fixed frame 'map')" + ("" if args.no_map else f"; the merged map {Path(args.out) / 'map' / 'map.png'} "
+                                       "(seen from above, instances by id), map.ply (label, instance per 5 cm "
+                                       "voxel) and instances.json"))
     elif status == 2 and not args.checkpoint:
         from bifusion_core.pipeline.processor import DEMO_CHECKPOINT
 
