@@ -20,7 +20,7 @@ Data flow::
 - ``/diagnostics`` gets a ``DiagnosticArray`` every ``diagnostics_period``: counts and per-stage latency.
 - ``classes`` may be changed at run time; the change is applied between two frames
   (``FrameProcessor.set_classes``) and rejected with a reason when the processor refuses it. The map's class
-  indices then mean other classes, so the map is reset.
+  indices then mean other classes, so the map is reset (and when ``world_frame`` changes).
 - With ``map`` (default on) the frame's instances merge into the session's online map
   (:class:`bifusion_core.pipeline.session_map.SessionMap`, ESAM-style); the cloud's ``instance`` field, the
   markers (coloured by id) and ``~/instances`` carry the persistent map ids. A frame without a pose
@@ -262,6 +262,9 @@ class BiFusionNode(Node):
                 self.get_logger().info(f"map reset ({n} instances cleared): the class list changed")
         if "map_publish_period" in updates and self.session.map is not None:
             self.session.map.publish_period = updates["map_publish_period"]
+        if self.session.map is not None and updates.get("world_frame", self._cfg["world_frame"]) != self._cfg["world_frame"]:
+            n = self.session.map.reset()
+            self.get_logger().info(f"map reset ({n} instances cleared): world_frame changed to {updates['world_frame']!r}")
         self._cfg = {**self._cfg, **updates}
         for name in ("world_frame", "camera_frame", "on_missing_tf"):
             setattr(self.session, name, self._cfg[name])

@@ -794,6 +794,11 @@ def test_changing_the_classes_resets_the_map(ros):
     (res,) = node.set_parameters([ros.Parameter("classes", value=["sofa", "lamp"])])
     assert res.successful
     assert len(node.session.map) == 0 and node.session.map.scene.class_names == ("sofa", "lamp")
+    feed_tf(node, ros.msgs, 2000)
+    feed(node, *images(ros.msgs, 2000))
+    assert node.worker.wait_idle(10) and len(node.session.map) == 2
+    (res,) = node.set_parameters([ros.Parameter("world_frame", value="odom")])  # a map in another frame
+    assert res.successful and len(node.session.map) == 0
 
 
 def test_map_off_publishes_frame_ids_and_no_map(ros):
