@@ -262,9 +262,10 @@ class BiFusionNode(Node):
                 self.get_logger().info(f"map reset ({n} instances cleared): the class list changed")
         if "map_publish_period" in updates and self.session.map is not None:
             self.session.map.publish_period = updates["map_publish_period"]
-        if self.session.map is not None and updates.get("world_frame", self._cfg["world_frame"]) != self._cfg["world_frame"]:
+        new_world = updates.get("world_frame", self._cfg["world_frame"])
+        if self.session.map is not None and new_world != self._cfg["world_frame"]:
             n = self.session.map.reset()
-            self.get_logger().info(f"map reset ({n} instances cleared): world_frame changed to {updates['world_frame']!r}")
+            self.get_logger().info(f"map reset ({n} instances cleared): world_frame changed to {new_world!r}")
         self._cfg = {**self._cfg, **updates}
         for name in ("world_frame", "camera_frame", "on_missing_tf"):
             setattr(self.session, name, self._cfg[name])
