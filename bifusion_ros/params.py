@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bifusion_core.mapping.config import OVERLAP_KINDS
 from bifusion_core.pipeline.session import MISSING_TF_POLICIES
 
 __all__ = [
@@ -161,8 +162,12 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Most instances kept in the map; beyond it the least recently seen are evicted (their ids are "
               "never reused).", range=(1, 100000), read_only=True),
     ParamSpec("map_merge_threshold", 0.03,
-              "A new instance merges into a map instance when embedding cosine x 3D box IoU is above this.",
-              range=(0.0, 0.99), read_only=True),
+              "A new instance merges into a map instance when embedding cosine x box overlap (map_overlap) is "
+              "above this.", range=(0.0, 0.99), read_only=True),
+    ParamSpec("map_overlap", "box_iom",
+              "Geometric term of the merge score: box_iom (intersection of the 3D boxes over the smaller box), "
+              "box_iou (their IoU, as ESAM) or voxel_iou (IoU of the voxel sets).",
+              choices=OVERLAP_KINDS, read_only=True),
     ParamSpec("map_class_agnostic", False,
               "Merge instances of different classes too (default: only instances of one class merge).",
               read_only=True),
@@ -363,8 +368,8 @@ def map_config(cfg: dict):
     from bifusion_core.mapping import MapConfig
 
     return MapConfig(voxel_size=cfg["map_voxel_size"], max_instances=cfg["map_max_instances"],
-                     merge_threshold=cfg["map_merge_threshold"], class_agnostic=cfg["map_class_agnostic"],
-                     max_voxels=cfg["map_max_voxels"])
+                     merge_threshold=cfg["map_merge_threshold"], overlap=cfg["map_overlap"],
+                     class_agnostic=cfg["map_class_agnostic"], max_voxels=cfg["map_max_voxels"])
 
 
 def main() -> None:  # pragma: no cover - trivial

@@ -62,7 +62,8 @@ from bifusion_core.pipeline.session import FrameInputs, FrameSession, FrameSkipp
 from bifusion_ros import convert
 from bifusion_ros.bag_paths import STORAGES, resolve_bag_path
 from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor as load_frame_processor, map_outputs
-from bifusion_ros.params import defaults, map_config as node_map_config, parse_string_list, resolve_topic, validate
+from bifusion_ros.params import (defaults, map_config as node_map_config, parse_string_list, resolve_topic, spec,
+                                 validate)
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
 from bifusion_ros.synthetic_bag import (CAMERA_INFO, IMAGE, TF_MESSAGE, TOPIC_GT_INSTANCE, TOPIC_GT_SEMANTIC, TOPIC_TF,
                                         TOPIC_TF_STATIC)
@@ -874,6 +875,8 @@ def build_parser(prog: str = "python -m bifusion_ros.replay") -> argparse.Argume
                    help="most instances in memory (default %(default)s)")
     g.add_argument("--map-merge-threshold", type=float, default=_P["map_merge_threshold"],
                    help="merge score threshold (default %(default)s)")
+    g.add_argument("--map-overlap", default=_P["map_overlap"], choices=spec("map_overlap").choices,
+                   help="geometric term of the merge score (default %(default)s)")
     g.add_argument("--map-class-agnostic", action="store_true", help="merge across classes")
     g.add_argument("--map-max-voxels", type=int, default=_P["map_max_voxels"],
                    help="most voxels of the labelled map (default %(default)s)")
@@ -896,7 +899,8 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
     except ValueError as exc:
         raise ReplayError(f"--classes: {exc}") from None
     given = {"map_voxel_size": args.map_voxel_size, "map_max_instances": args.map_max_instances,
-             "map_merge_threshold": args.map_merge_threshold, "map_class_agnostic": args.map_class_agnostic,
+             "map_merge_threshold": args.map_merge_threshold, "map_overlap": args.map_overlap,
+             "map_class_agnostic": args.map_class_agnostic,
              "map_max_voxels": args.map_max_voxels}
     for name, value in given.items():  # checked as the node checks its parameters
         err = validate(name, value)

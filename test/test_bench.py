@@ -36,7 +36,7 @@ def test_bench_map_keeps_the_memory_full_and_flat_once_capped(tmp_path):
     res = json.loads(out.read_text())
     assert res["stage"] == "map"
     assert [(r["instances_in_memory"], r["overlap"]) for r in res["merge_latency"]] == [
-        (n, o) for n in (10, 50, 100) for o in ("box_iou", "voxel_iou")]
+        (n, o) for n in (10, 50, 100) for o in ("box_iou", "box_iom", "voxel_iou")]
     assert all(r["held_after"] == r["instances_in_memory"] and r["p95_ms"] >= r["median_ms"] > 0
                for r in res["merge_latency"])
     samples = res["memory"]["samples"]

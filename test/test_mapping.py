@@ -49,7 +49,7 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
 
 def test_config_defaults_and_accepted_forms():
     c = MapConfig()
-    assert (c.voxel_size, c.max_instances, c.overlap, c.class_agnostic, c.min_points) == (0.05, 100, "box_iou",
+    assert (c.voxel_size, c.max_instances, c.overlap, c.class_agnostic, c.min_points) == (0.05, 100, "box_iom",
                                                                                         False, 10)
     assert 0.0 <= c.merge_threshold < 1.0
     c = MapConfig(voxel_size=1, max_instances=np.int64(7), class_agnostic=np.bool_(True))
@@ -279,14 +279,14 @@ def test_features_average_by_merge_counts():
 def test_score_is_cosine_times_overlap():
     pts = box_surface((0.01, 0.01, 0.01))  # voxels -4 .. 4 along x
     view = pts[pts[:, 0] <= 0.08]  # up to x = 0.07, voxel 1: box IoU with the whole object 6 / 9
-    m = InstanceMap(MapConfig(merge_threshold=0.3))
+    m = InstanceMap(MapConfig(merge_threshold=0.3, overlap="box_iou"))
     m.update([obs(pts, embedding=unit([1, 0]))], 0.0)
     assert m.update([obs(pts, embedding=unit([0, 1]))], 1.0) == [2]  # orthogonal: score 0 despite IoU 1
-    m = InstanceMap(MapConfig(merge_threshold=0.3))
+    m = InstanceMap(MapConfig(merge_threshold=0.3, overlap="box_iou"))
     m.update([obs(pts, embedding=unit([1, 0]))], 0.0)
     c = math.cos(math.radians(60))  # 0.5 x 2/3 = 0.33 > 0.3
     assert m.update([obs(view, embedding=np.array([c, math.sin(math.radians(60))]))], 1.0) == [1]
-    m = InstanceMap(MapConfig(merge_threshold=0.3))
+    m = InstanceMap(MapConfig(merge_threshold=0.3, overlap="box_iou"))
     m.update([obs(pts, embedding=unit([1, 0]))], 0.0)
     c = math.cos(math.radians(65))  # 0.42 x 2/3 = 0.28 < 0.3
     assert m.update([obs(view, embedding=np.array([c, math.sin(math.radians(65))]))], 1.0) == [2]
@@ -294,11 +294,11 @@ def test_score_is_cosine_times_overlap():
 
 def test_assignment_is_one_to_one():
     a, b = box_surface((0, 0, 0)), box_surface((0.3, 0, 0))
-    m = InstanceMap()
+    m = InstanceMap(MapConfig(overlap="box_iou"))
     assert m.update([obs(a), obs(b)], 0.0) == [1, 1]  # overlapping within a frame (box IoU 0.2): they join
     whole = box_surface((0.01, 0.01, 0.01))  # voxels -4 .. 4 along x
     left, right = whole[whole[:, 0] < 0.0], whole[whole[:, 0] > 0.1]  # voxels -4 .. -1 and 2 .. 4: disjoint
-    m = InstanceMap()
+    m = InstanceMap(MapConfig(overlap="box_iou"))
     m.update([obs(whole)], 0.0)
     # both halves overlap the instance, only the better match (left, IoU 4/9 against 3/9) takes its id
     assert m.update([obs(right), obs(left)], 1.0) == [2, 1]

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from ..mapping import MapConfig, Observation, SceneMap
+from ..mapping.config import OVERLAP_KINDS
 from ..mapping.instance_map import InstanceMap
 
 _EMB = 256
@@ -104,7 +105,7 @@ def run(args) -> dict:
     rng = np.random.default_rng(0)
     latency = []
     for n in (10, 50, 100):
-        for overlap in ("box_iou", "voxel_iou"):  # interleaved per memory size, same machine state
+        for overlap in OVERLAP_KINDS:  # interleaved per memory size, same machine state
             r = _merge_latency(n, overlap, args, rng)
             latency.append(r)
             print(f"map merge: {n:3d} in memory, {overlap:9s}, {args.observations} observations x {args.points} "
