@@ -161,7 +161,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("map_max_instances", 100,
               "Most instances kept in the map; beyond it the least recently seen are evicted (their ids are "
               "never reused).", range=(1, 100000), read_only=True),
-    ParamSpec("map_merge_threshold", 0.03,
+    ParamSpec("map_merge_threshold", 0.01,
               "A new instance merges into a map instance when embedding cosine x box overlap (map_overlap) is "
               "above this.", range=(0.0, 0.99), read_only=True),
     ParamSpec("map_overlap", "box_iom",

@@ -48,17 +48,18 @@ class MapConfig:
         max_instances: most instances kept in memory (>= 1); beyond it the least recently seen are evicted
             (see :class:`~bifusion_core.mapping.instance_map.InstanceMap`). Default 100.
         merge_threshold: a memory/new pair merges when its score (embedding cosine x overlap, in [-1, 1]) is
-            strictly above this, in [0, 1). Default 0.03. Measured with ground-truth instances on 4 held-out
-            synthetic sequences of 40 frames (seeds 200-203, 640x480, loop 0.5) and ``box_iom``: ID consistency
-            / fragmentation 0.994 / 1.02 at 0.01, 0.993 / 1.03 at 0.03, 0.974 / 1.14 at 0.05, 0.966 / 1.21 at
-            0.2, 0.988 / 1.08 at 0.5; the model's instances fragment about equally from 0.01 to 0.1 (1.57)
-            and more above (1.81 at 0.3). (ESAM's released code thresholds at 0.)
+            strictly above this, in [0, 1). Default 0.01 (ESAM's released code thresholds at 0). Measured on 4
+            held-out synthetic sequences of 40 frames (seeds 200-203, 640x480, loop 0.5) with ``box_iom``:
+            ground-truth instances give ID consistency / fragmentation 0.994 / 1.02 from 0 to 0.02, 0.993 /
+            1.03 at 0.03, 0.974 / 1.14 at 0.05, 0.966 / 1.21 at 0.2; the shipped model's instances with their trained merge
+            embeddings give scene AP50 / fragmentation 0.298 / 1.46 at 0, 0.300 / 1.47 at 0.01, 0.285 / 1.48
+            at 0.02, 0.285 / 1.58 at 0.03, 0.315 / 1.72 at 0.1 (per-frame AP50 0.261).
         overlap: the geometric term: ``"box_iom"`` (intersection of the axis-aligned voxel boxes over the
             smaller one: a partial view inside an instance's accumulated box still matches it; the default),
             ``"box_iou"`` (their IoU, as ESAM) or ``"voxel_iou"`` (IoU of the voxel sets). On the sequences
-            above, with ground-truth instances (threshold 0.03): scene AP50 / ID consistency / fragmentation
+            above (threshold 0.03), with ground-truth instances: scene AP50 / ID consistency / fragmentation
             0.978 / 0.993 / 1.03 (box_iom), 0.975 / 0.959 / 1.32 (box_iou), 0.978 / 0.956 / 1.21 (voxel_iou);
-            with the shipped model's instances: 0.300 / 0.424 / 1.57 (box_iom), 0.262 / 0.414 / 1.68
+            with the model's instances (no merge head): 0.300 / 0.424 / 1.57 (box_iom), 0.262 / 0.414 / 1.68
             (box_iou), 0.289 / 0.400 / 1.79 (voxel_iou), against a per-frame AP50 of 0.261.
         class_agnostic: merge across classes (the score is not zeroed where the classes disagree).
         max_voxels: most voxels of the labelled voxel map (>= 1); beyond it the least recently seen voxels are
@@ -70,7 +71,7 @@ class MapConfig:
 
     voxel_size: float = 0.05
     max_instances: int = 100
-    merge_threshold: float = 0.03
+    merge_threshold: float = 0.01
     overlap: str = "box_iom"
     class_agnostic: bool = False
     max_voxels: int = 250_000
