@@ -1,5 +1,6 @@
 """DistributedDataParallel on the CPU (gloo, two processes): gradients are the mean over ranks, replicas stay
-identical, frozen stages stay frozen, a NaN on one rank skips the step on all, and ``torchrun`` runs the CLI."""
+identical, frozen stages stay frozen (in the merge stage S3 all but the merge head), a NaN on one rank skips the
+step on all, and ``torchrun`` runs the CLI."""
 import os
 import socket
 import subprocess
@@ -15,10 +16,11 @@ from bifusion_core.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "data.scenes=2", "data.frames_per_scene=2", "data.val_scenes=0", "data.width=96", "data.height=72",
+    "data.scenes=2", "data.frames_per_scene=12", "data.pair_gap=1", "data.val_scenes=0", "data.width=96",
+    "data.height=72",
     "data.batch_size=1", "model.frame.stride=2", "model.frame.max_points=3000", "model.superpoints.seed_size=0.5",
     "optim.warmup_iters=1", "optim.grad_clip=1e9", "log.log_every=1", "log.ckpt_every=1000",
-    "log.val_every=1000", "stages.s0_iters=1", "stages.s1_iters=2", "stages.s2_iters=0",
+    "log.val_every=1000", "stages.s0_iters=1", "stages.s1_iters=2", "stages.s2_iters=0", "stages.s3_iters=1",
 ]
 
 
@@ -89,11 +91,15 @@ def test_replicas_stay_identical_and_frozen_stage_stays_frozen(ddp_run):
     changed = [k for k in before if not torch.equal(before[k], after_s0[k]) and "num_batches" not in k]
     assert changed and not [k for k in changed if k.startswith(frozen)], changed
     assert not [k for k in r0["grads"][0] if k.startswith(frozen)]
+    # S3 (the last step): only the merge head moves, on every rank alike
+    changed = [k for k in r0["states"][3] if not torch.equal(r0["states"][3][k], r0["states"][4][k])]
+    assert changed and all(k.startswith("decoder.merge_head.") for k in changed), changed
+    assert all(k.startswith("decoder.merge_head.") for k in r0["grads"][2])
 
 
 def test_nan_on_one_rank_skips_the_step_on_all(ddp_run):
     r0, r1 = ddp_run
-    assert len(r0["grads"]) == len(r1["grads"]) == 2  # 3 steps, the poisoned one never reached the optimizer
+    assert len(r0["grads"]) == len(r1["grads"]) == 3  # 4 steps, the poisoned one never reached the optimizer
     assert r0["results"][1]["total"] != r0["results"][1]["total"]  # NaN reported on the healthy rank too
     for k in r0["states"][1]:
         if k != "encoder.gate.step":  # the gate's warm-up counter follows the schedule, which still advances
@@ -101,7 +107,7 @@ def test_nan_on_one_rank_skips_the_step_on_all(ddp_run):
     assert any(not torch.equal(r0["states"][2][k], r0["states"][3][k]) for k in r0["states"][2])
 
 
-@pytest.mark.parametrize("step, n_grad", [(0, 0), (2, 1)], ids=["S0", "S1"])
+@pytest.mark.parametrize("step, n_grad", [(0, 0), (2, 1), (3, 2)], ids=["S0", "S1", "S3"])
 def test_gradients_are_the_mean_of_the_ranks_gradients(ddp_run, tmp_path, step, n_grad):
     """Independent reference: one process computes each rank's batch separately from the same weights."""
     r0, r1 = ddp_run
@@ -119,13 +125,16 @@ def test_gradients_are_the_mean_of_the_ranks_gradients(ddp_run, tmp_path, step, 
         per_rank.append(grads[0])
     ddp = r0["grads"][n_grad]
     assert ddp.keys() == per_rank[0].keys() == per_rank[1].keys()
-    if step:
+    if step == 2:
         assert any(k.startswith("encoder.backbone.unet.") for k in ddp)  # S1: the U-Net is synchronised too
+    if step == 3:
+        assert ddp and all(k.startswith("decoder.merge_head.") for k in ddp)  # S3: the merge head alone
     for k, g in ddp.items():
         mean = (per_rank[0][k] + per_rank[1][k]) / 2
         assert torch.allclose(g, mean, rtol=1e-4, atol=1e-6 * (1 + float(mean.abs().max()))), k
         assert torch.equal(g, r1["grads"][n_grad][k]), k
     assert any(not torch.allclose(per_rank[0][k], per_rank[1][k]) for k in per_rank[0])  # different batches
+    assert all(any(float(g.abs().sum()) > 0 for g in pr.values()) for pr in per_rank)  # S3: pairs share objects
 
 
 def test_torchrun_runs_the_training_cli(tmp_path):
@@ -136,4 +145,4 @@ def test_torchrun_runs_the_training_cli(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model.pt").is_file() and (out / "last.pt").is_file()
-    assert proc.stdout.count("done: 3 steps") == 1  # only rank 0 reports
+    assert proc.stdout.count("done: 4 steps") == 1  # only rank 0 reports

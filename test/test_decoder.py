@@ -172,3 +172,54 @@ def test_instances_never_take_a_stuff_class():
     seg = postprocess(class_logits, mask_logits, obj, sem_logits, sp_ids, centres, pts, ["wall", "table"],
                       PostprocessConfig(min_points=10, instance_class="semantic", score_threshold=0.0, stuff_classes=()))
     assert [i.class_name for i in seg.instances] == ["wall"]
+
+
+def test_merge_head_gives_unit_embeddings_per_query_or_none():
+    torch.manual_seed(0)
+    dec = QueryDecoder(small_cfg(in_dim=16, merge_dim=12, merge_hidden=20))
+    lin = [m for m in dec.merge_head if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in lin] == [(32, 20), (20, 12)]  # d_model -> hidden -> E
+    feats, centres = [torch.randn(7, 16), torch.randn(4, 16)], [torch.rand(7, 3), torch.rand(4, 3)]
+    out = dec(*pad_superpoints(feats, centres))
+    assert out.merge_embed.shape == (2, 7 + 3, 12)
+    torch.testing.assert_close(out.merge_embed.norm(dim=-1), torch.ones(2, 10))
+    assert float((out.merge_embed[0] @ out.merge_embed[0].t()).min()) < 0.99  # queries differ
+    # padding does not change a real sample's embeddings (as the other heads)
+    alone = dec(*pad_superpoints(feats[1:], centres[1:]))
+    torch.testing.assert_close(alone.merge_embed[0, :4], out.merge_embed[1, :4], atol=1e-5, rtol=1e-4)
+    none = QueryDecoder(small_cfg(in_dim=16, merge_dim=0))
+    assert none.merge_head is None and not any("merge" in k for k in none.state_dict())
+    assert none(*pad_superpoints(feats, centres)).merge_embed is None
+    full = QueryDecoder(DecoderConfig())  # the design's MLP 256 -> 512 -> 256
+    assert [tuple(m.weight.shape) for m in full.merge_head if isinstance(m, torch.nn.Linear)] == [(512, 256), (256, 512)]
+
+
+@pytest.mark.parametrize("bad", [{"merge_dim": -1}, {"merge_hidden": 0}, {"merge_dim": 1.5}, {"merge_dim": "64"},
+                                 {"merge_hidden": True}])
+def test_merge_head_config_validated(bad):
+    with pytest.raises(ValueError, match="merge"):
+        small_cfg(**bad)
+
+
+def test_postprocess_hands_each_instance_its_query_embedding():
+    sp_ids, pts, centres = _two_objects()
+    B = 8.0
+    mask_logits = torch.tensor([[B, B, -B, -B], [B, B, -B, -B], [-B, -B, B, -B], [-B, -B, -B, B]])
+    class_logits = torch.full((4, 3), -4.0)
+    class_logits[0, 0], class_logits[1, 0], class_logits[2, 1], class_logits[3, 1] = 2.0, 4.0, 4.0, 4.0
+    obj = torch.full((4,), 4.0)
+    sem_logits = torch.zeros(len(sp_ids), 2)
+    emb = torch.nn.functional.normalize(torch.randn(4, 6, generator=torch.Generator().manual_seed(0)), dim=1)
+    cfg = PostprocessConfig(min_points=10)
+    args = (class_logits, mask_logits, obj, sem_logits, sp_ids, centres, pts, ["chair", "table"], cfg)
+    seg = postprocess(*args, merge_embed=emb)
+    plain = postprocess(*args)
+    # query 1 wins NMS over its duplicate 0, query 2 is the table, query 3 the dropped speck
+    assert [i.point_count for i in seg.instances] == [120, 60]
+    torch.testing.assert_close(seg.instances[0].embedding, emb[1])
+    torch.testing.assert_close(seg.instances[1].embedding, emb[2])
+    assert all(i.embedding is None for i in plain.instances)
+    assert torch.equal(seg.instance, plain.instance) and torch.equal(seg.semantic, plain.semantic)
+    assert [(i.class_id, i.score) for i in seg.instances] == [(i.class_id, i.score) for i in plain.instances]
+    with pytest.raises(ValueError, match="merge_embed"):
+        postprocess(*args, merge_embed=emb[:3])

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from bifusion_core.losses.terms import (alignment_loss, dice_loss, grad_scale, knn_indices,
+from bifusion_core.losses.terms import (alignment_loss, dice_loss, grad_scale, knn_indices, merge_loss,
                                         noview_pseudo_label_loss, softmax_focal_loss,
                                         spatial_consistency_loss, stage_weights, weighted_bce)
 
@@ -120,3 +120,48 @@ def test_matching_prefers_the_superpoint_query_seeded_inside_the_instance():
     cls2[3, 1] = 5.0
     qi, _ = hungarian_match(cls2, masks2, labels, gt, MatcherConfig(), n_seed_queries=3)
     assert qi.tolist() == [3]
+
+
+def test_merge_loss_hand_value():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    ids_a = torch.tensor([5, 7])
+    b = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    ids_b = torch.tensor([7, 5, 9])  # 9 has no partner in a
+    # logits / 0.5: a0 . b = [2, 1.2, 0], a1 . b = [0, 1.6, 2]
+    e = math.exp
+    a_to_b = [-math.log(e(1.2) / (e(2) + e(1.2) + 1)),   # a0 (id 5) -> b1
+              -math.log(1 / (1 + e(1.6) + e(2)))]        # a1 (id 7) -> b0
+    b_to_a = [-math.log(1 / (e(2) + 1)),                 # b0 (id 7) over a: [2, 0] -> a1
+              -math.log(e(1.2) / (e(1.2) + e(1.6)))]     # b1 (id 5) over a: [1.2, 1.6] -> a0
+    expected = sum(a_to_b + b_to_a) / 4
+    assert abs(float(merge_loss(a, ids_a, b, ids_b, tau=0.5)) - expected) < 1e-6
+    assert abs(float(merge_loss(a, ids_a, b, ids_b, tau=0.5, reduction="sum")) - 4 * expected) < 1e-5
+    # symmetric in the two frames
+    assert abs(float(merge_loss(b, ids_b, a, ids_a, tau=0.5)) - expected) < 1e-6
+    # no common instance: a zero that keeps the graph
+    ea = a.clone().requires_grad_(True)
+    zero = merge_loss(ea, torch.tensor([1, 2]), b, ids_b)
+    assert float(zero) == 0.0 and zero.requires_grad
+    zero.backward()
+    assert float(ea.grad.abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="unique"):
+        merge_loss(a, torch.tensor([5, 5]), b, ids_b)
+
+
+def test_merge_loss_falls_as_matching_embeddings_get_closer():
+    g = torch.Generator().manual_seed(0)
+    ea = torch.nn.functional.normalize(torch.randn(6, 16, generator=g), dim=1)
+    noise = torch.nn.functional.normalize(torch.randn(6, 16, generator=g), dim=1)
+    ids_a = torch.arange(6)
+    ids_b = torch.tensor([3, 0, 5, 1, 4, 2])  # frame b sees the same six objects in another order
+    losses = []
+    for lam in (0.0, 0.2, 0.4, 0.6):
+        eb = torch.nn.functional.normalize((1 - lam) * noise + lam * ea[ids_b], dim=1)
+        losses.append(float(merge_loss(ea, ids_a, eb, ids_b)))
+    assert all(x > y for x, y in zip(losses, losses[1:])), losses
+    # and a gradient step on the embeddings lowers it
+    eb = torch.nn.functional.normalize(noise, dim=1).requires_grad_(True)
+    before = merge_loss(ea, ids_a, eb, ids_b)
+    before.backward()
+    after = merge_loss(ea, ids_a, (eb - 0.5 * eb.grad).detach(), ids_b)
+    assert float(after) < float(before)

@@ -118,3 +118,44 @@ def test_old_checkpoint_version_is_refused(tmp_path, ckpt):
     torch.save(data, tmp_path / "v1.pt")
     with pytest.raises(CheckpointError, match="version 1"):
         load_model(tmp_path / "v1.pt")
+
+
+def test_checkpoint_from_before_the_merge_head_loads_without_one(tmp_path):
+    """A checkpoint whose config has no decoder.merge_dim predates the merge head: it loads as a model without one
+    (its instances carry no embedding); current checkpoints keep their head; broken ones still fail clearly."""
+    from dataclasses import replace
+
+    from bifusion_core.models.bifusion import frames_to_input
+    from bifusion_core.models.postprocess import PostprocessConfig
+
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg.decoder = replace(cfg.decoder, merge_dim=0)
+    old = BiFusionModel(cfg)
+    save_checkpoint(tmp_path / "old.pt", old)
+    data = torch.load(tmp_path / "old.pt", weights_only=True)
+    del data["config"]["decoder"]["merge_dim"], data["config"]["decoder"]["merge_hidden"]
+    torch.save(data, tmp_path / "old.pt")
+    model, _ = load_model(tmp_path / "old.pt")
+    assert model.cfg.decoder.merge_dim == 0 and model.decoder.merge_head is None
+    new = BiFusionModel(tiny_config())
+    save_checkpoint(tmp_path / "new.pt", new)
+    model_new, _ = load_model(tmp_path / "new.pt")
+    assert model_new.cfg.decoder.merge_dim == 256 and model_new.decoder.merge_head is not None
+    rgb, depth, intr = frame()
+    inp = frames_to_input([(rgb, depth, intr, np.eye(4))], model.cfg.frame, model.cfg.superpoints)
+    post = PostprocessConfig(score_threshold=0.0, mask_threshold=0.0, min_points=1, stuff_classes=())
+    a, b = model.segment(inp, cfg=post)[0], model_new.segment(inp, cfg=post)[0]
+    assert a.instances and b.instances
+    assert all(i.embedding is None for i in a.instances)
+    for i in b.instances:
+        assert i.embedding.shape == (256,) and abs(float(i.embedding.norm()) - 1) < 1e-5
+    # a head-less model's weights in a checkpoint that claims a head, or a corrupt config, are refused
+    data["config"]["decoder"]["merge_dim"] = 64
+    torch.save(data, tmp_path / "claims.pt")
+    with pytest.raises(CheckpointError, match="missing"):
+        load_model(tmp_path / "claims.pt")
+    data["config"] = ["not", "a", "mapping"]
+    torch.save(data, tmp_path / "cfg.pt")
+    with pytest.raises(CheckpointError, match="config"):
+        load_model(tmp_path / "cfg.pt")

@@ -88,3 +88,84 @@ def test_subsampling_follows_the_batch_stream_not_the_global_rng():
     b = sampler.batch(3)
     assert a.inp.points.shape[0] == 2 * 400 and torch.equal(a.inp.points, b.inp.points)
     assert not torch.equal(sampler.batch(4).inp.pixels, a.inp.pixels)
+
+
+def _pair_sampler(extra=()):
+    cfg = load_train_config("config/train/synthetic_small.yaml", ["data.scenes=2", "data.frames_per_scene=6",
+                                                                   "data.val_scenes=0", "data.width=96",
+                                                                   "data.height=72", "data.batch_size=4",
+                                                                   "data.pair_gap=2", "model.frame.stride=2",
+                                                                   "model.frame.max_points=3000"] + list(extra))
+    from bifusion_core.models.bifusion import BiFusionModel
+
+    pool = FramePool(cfg.data, "train")
+    return pool, BatchSampler(pool, cfg.data, cfg.model, BiFusionModel(cfg.model).class_names)
+
+
+def test_pair_batches_pair_nearby_frames_of_one_scene_under_one_world_transform():
+    pool, sampler = _pair_sampler()
+    assert pool.scene_of.tolist() == [0] * 6 + [1] * 6 and pool.frame_of.tolist() == list(range(6)) * 2
+    assert pool.partners(6, 2).tolist() == [7, 8] and pool.partners(9, 2).tolist() == [7, 8, 10, 11]
+    seen_gaps = set()
+    for step in range(6):
+        b = sampler.batch(step, pairs=True)
+        assert b.pairs and b.inp.num_samples == len(b.items) == 4
+        anchors = b.items[0::2]
+        assert len(set(anchors)) == 2
+        for k in (0, 2):
+            a, p = b.items[k], b.items[k + 1]
+            gap = abs(int(pool.frame_of[a] - pool.frame_of[p]))
+            assert pool.scene_of[a] == pool.scene_of[p] and 1 <= gap <= 2
+            seen_gaps.add(gap)
+            # one world rotation and scale for both frames: their relative pose keeps its rotation, and its
+            # translation is scaled by the pair's scale
+            fa, fp = pool.get(a), pool.get(p)
+            rel = np.linalg.inv(fa.pose) @ fp.pose
+            rel_aug = np.linalg.inv(b.frames[k].pose) @ b.frames[k + 1].pose
+            np.testing.assert_allclose(rel_aug[:3, :3], rel[:3, :3], atol=1e-9)
+            s = float(b.frames[k].depth[fa.depth > 0].mean() / fa.depth[fa.depth > 0].mean())
+            np.testing.assert_allclose(rel_aug[:3, 3], s * rel[:3, 3], atol=1e-4)
+            # the pair's frames share ground-truth objects
+            ia = set(np.unique(b.targets.instance[b.inp.batch == k].numpy())) - {-1}
+            ip = set(np.unique(b.targets.instance[b.inp.batch == k + 1].numpy())) - {-1}
+            assert ia & ip
+        again = sampler.batch(step, pairs=True)  # a pure function of the step
+        assert again.items == b.items and torch.equal(again.inp.points, b.inp.points)
+    assert seen_gaps == {1, 2}
+    # batch_size 1 still makes one pair
+    _, one = _pair_sampler(["data.batch_size=1"])
+    assert len(one.batch(0, pairs=True).items) == 2
+
+
+def test_pair_batches_need_partners_and_pair_gap_is_validated():
+    _, lonely = _pair_sampler(["data.frames_per_scene=1"])
+    with pytest.raises(ValueError, match="partner"):
+        lonely.batch(0, pairs=True)
+    for bad in ("0", "1.5", "true"):
+        with pytest.raises(ValueError, match="pair_gap"):
+            load_train_config("config/train/synthetic_small.yaml", [f"data.pair_gap={bad}"])
+
+
+def test_synthetic_instance_ids_name_the_same_object_in_every_frame_of_a_room():
+    """The merge loss pairs instances of two frames by ground-truth id: in one synthetic room, an id seen in two
+    frames is one object (its noise-free points in both frames lie on that object's primitives)."""
+    from bifusion_core.data.synthetic import CameraConfig, SequenceConfig, SyntheticSequence
+    from bifusion_core.geometry import backproject
+
+    seq = SyntheticSequence(11, SequenceConfig(n_frames=20, camera=CameraConfig.scaled(160, 120)))
+    objects = {o.instance: o for o in seq.scene.objects}
+    views = []
+    for i in (3, 6):
+        r = seq.render(i)
+        bp = backproject(r.depth_clean, r.intrinsics, pose=r.pose)
+        pix = bp.pixels.numpy()
+        views.append((bp.points.numpy().astype(np.float64), r.instance[pix[:, 1], pix[:, 0]].astype(np.int64)))
+    common = (set(np.unique(views[0][1])) & set(np.unique(views[1][1]))) - {0}
+    furniture = [g for g in common if objects[g].name not in ("wall", "floor", "ceiling")]
+    assert len(furniture) >= 2, sorted(common)
+    for g in common:
+        prims = [seq.scene.primitives[k] for k in objects[g].primitives]
+        for pts, ids in views:
+            on = pts[ids == g]
+            dist = np.min(np.stack([np.abs(p.sdf(on)) for p in prims]), axis=0)
+            assert dist.max() < 5e-3, (g, objects[g].name, dist.max())

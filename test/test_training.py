@@ -58,15 +58,15 @@ def one_thread():
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path, one_thread):
-    extra = ["stages.s0_iters=2", "stages.s1_iters=2", "log.ckpt_every=2"]
+    extra = ["stages.s0_iters=2", "stages.s1_iters=2", "stages.s3_iters=2", "log.ckpt_every=2"]
     full = make_trainer(tmp_path, extra, "full")
     full.run(resume=False)
     a = make_trainer(tmp_path, extra, "killed")
-    a.max_steps = 2  # "killed" after step 2 (its last.pt was written at step 2)
+    a.max_steps = 3  # "killed" after step 3 (its last.pt was written then), in S1; the resumed run does S1 and S3
     a.run(resume=False)
     b = make_trainer(tmp_path, extra, "killed")
     b.run(resume=True)
-    assert b.step == full.step == 4
+    assert b.step == full.step == 6
     pa, pb = params(full.model), params(b.model)
     for k in pa:
         assert torch.equal(pa[k], pb[k]), k
@@ -273,3 +273,164 @@ def test_criterion_seeds_each_superpoint_query_with_its_own_superpoint(tmp_path,
         inst = b.targets.instance[idx]
         for g in range(gt.shape[0]):  # each GT column is a fraction of the superpoint with that local id
             assert float(gt[g].max()) <= 1 and float((gt[g] * sizes).sum()) <= int((inst >= 0).sum())
+
+
+MERGE = ["stages.s0_iters=0", "stages.s1_iters=0", "stages.s2_iters=0", "stages.s3_iters=2", "data.batch_size=4",
+         "data.frames_per_scene=4", "data.pair_gap=2", "optim.lr=0.01"]
+
+
+def test_merge_stage_trains_only_the_merge_head_on_frame_pairs(tmp_path):
+    tr = make_trainer(tmp_path, MERGE)
+    assert tr.cfg.stages.total == 2 and tr.cfg.stages.stage_at(0) == 3
+    head = {id(p) for p in tr.model.decoder.merge_head.parameters()}
+    assert head <= {id(p) for g in tr.optim.param_groups for p in g["params"]}
+    tr.model.encoder.set_training_step(7)  # the gate's counter must survive the merge stage untouched
+    before = params(tr.model)
+    seen = []
+    real = tr.sampler.batch
+    tr.sampler.batch = lambda step, **kw: seen.append(kw) or real(step, **kw)
+    res = tr.train_step()
+    assert seen == [{"pairs": True}]
+    assert set(res) >= {"merge", "total"} and "sem" not in res and res["stage"] == 3 and res["merge"] > 0
+    assert res["total"] == pytest.approx(tr.cfg.loss.w_merge * res["merge"])
+    after = params(tr.model)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoder.merge_head.") for k in changed), sorted(changed)[:5]
+    assert int(tr.model.encoder.gate.step) == 7
+    # everything but the head in eval mode (batch norm, dropout), the head trains
+    assert tr.model.decoder.merge_head.training
+    assert not any(m.training for n, m in tr.model.named_modules() if not n.startswith("decoder.merge_head"))
+    from bifusion_core.train.stages import apply_stage
+
+    for stage in (0, 1):  # S0-S2 leave the merge head alone (their loss never reaches it)
+        apply_stage(tr.model, stage)
+        assert not any(p.requires_grad for p in tr.model.decoder.merge_head.parameters())
+        assert any(p.requires_grad for p in tr.model.decoder.parameters())
+
+
+def test_merge_criterion_is_the_pooled_merge_loss_of_matched_queries(tmp_path):
+    from bifusion_core.losses.criterion import instance_targets
+    from bifusion_core.losses.terms import merge_loss
+    from bifusion_core.train.stages import apply_stage
+
+    tr = make_trainer(tmp_path, MERGE + ["loss.w_merge=2.0", "loss.merge_tau=0.2"])
+    tr.model.train()
+    apply_stage(tr.model, 3)
+    b = tr.sampler.batch(0, pairs=True)
+    out = tr.model(b.inp)
+    terms = tr.criterion(out, b.inp, b.targets, progress=0.0, stage=3)
+    assert set(terms) == {"merge", "total"} and terms["total"].requires_grad
+    crit, total, rows, common = tr.criterion, 0.0, 0, 0
+    matched = []
+    for k, idx in enumerate(out.sample_points):
+        s = out.sp_centres[k].shape[0]
+        labels, gt_masks, sizes, ids = instance_targets(out.sp_local[k], s, b.targets.semantic[idx],
+                                                        b.targets.instance[idx], crit.cfg, b.targets.stuff)
+        assert len(set(ids.tolist())) == len(ids) and set(ids.tolist()) <= set(b.targets.instance[idx].tolist())
+        q = ~out.dec.query_pad[k]
+        qi, gi = crit.match(out.dec.class_logits[k][q], out.dec.mask_logits[k][q][:, :s], labels, gt_masks, sizes)
+        matched.append((out.dec.merge_embed[k][q][qi], ids[gi]))
+    for k in (0, 2):
+        (ea, ia), (eb, ib) = matched[k], matched[k + 1]
+        n = int(torch.isin(ia, ib).sum())
+        common += n
+        if n:
+            total += float(merge_loss(ea, ia, eb, ib, 0.2)) * 2 * n
+            rows += 2 * n
+    assert common > 0
+    assert float(terms["merge"]) == pytest.approx(total / rows, rel=1e-5)
+    assert float(terms["total"]) == pytest.approx(2.0 * total / rows, rel=1e-5)
+    # S0-S2 never compute it
+    assert "merge" not in tr.criterion(out, b.inp, b.targets, progress=0.0, stage=1)
+
+
+def test_merge_stage_schedule_and_config_checks():
+    from bifusion_core.train.config import OptimConfig
+    from bifusion_core.train.loop import schedule_factor
+
+    s = StageConfig(2, 2, 0, s3_iters=4)
+    assert s.total == 8 and [s.stage_at(i) for i in range(8)] == [0, 0, 1, 1, 3, 3, 3, 3]
+    assert StageConfig(2, 2, 0).stage_at(9) == 2  # without S3: as before
+    o = OptimConfig(warmup_iters=2, min_lr_ratio=0.0)
+    assert schedule_factor(3, s, o) == pytest.approx(lr_factor(3, 4, 2, 0.0))
+    assert schedule_factor(4, s, o) == pytest.approx(0.5)  # S3 restarts the warm-up: a fresh head
+    assert schedule_factor(7, s, o) == pytest.approx(lr_factor(3, 4, 2, 0.0))
+    assert schedule_factor(5, StageConfig(5, 0, 0), o) == lr_factor(5, 5, 2, 0.0)  # without S3 as before
+    with pytest.raises(ValueError, match="merge_dim"):
+        load_train_config("config/train/synthetic_small.yaml", ["stages.s3_iters=1", "model.decoder.merge_dim=0"])
+    for bad in ("loss.w_merge=-1", "loss.merge_tau=0", "stages.s3_iters=-1"):
+        with pytest.raises(ValueError):
+            load_train_config("config/train/synthetic_small.yaml", [bad])
+
+
+def test_merge_only_finetune_changes_nothing_but_the_embeddings(tmp_path, one_thread):
+    """--init a checkpoint without a merge head, saved while the gate was still in its warm-up (alpha fixed at
+    0.5: a run that reset the warm-up or the gate's counter would change the encoder), then train only S3:
+    every weight and buffer but the new head is the checkpoint's, and a frame gets bit-identical semantic
+    labels, instance masks, classes and scores; only the instances' embeddings are new."""
+    from bifusion_core.models.bifusion import frames_to_input
+    from bifusion_core.models.checkpoint import load_model
+    from bifusion_core.train.__main__ import main
+    from test_bifusion_model import make_frame
+
+    base = make_trainer(tmp_path, ["stages.s0_iters=3", "stages.s1_iters=1", "model.decoder.merge_dim=0"], "base")
+    base.max_steps = 2
+    base.run(resume=False)
+    old, old_data = load_model(tmp_path / "base" / "model.pt")
+    assert old.decoder.merge_head is None and old.encoder.gate.in_warmup and int(old.encoder.gate.step) < 3
+    over = TINY + MERGE + ["stages.s3_iters=3"]
+    rc = main(["--config", "config/train/synthetic_small.yaml", "--init", str(tmp_path / "base" / "model.pt"),
+               "--out", str(tmp_path / "ft"), "--device", "cpu"] + over)
+    assert rc == 0
+    new, data = load_model(tmp_path / "ft" / "model.pt")
+    assert new.decoder.merge_head is not None and data["meta"]["init"]["step"] == 2
+    assert data["config"]["gate"]["early_steps"] == old_data["config"]["gate"]["early_steps"] == 3
+    sd_old, sd_new = old.state_dict(), new.state_dict()
+    assert set(sd_new) - set(sd_old) == {k for k in sd_new if k.startswith("decoder.merge_head.")}
+    for k, v in sd_old.items():
+        assert torch.equal(v, sd_new[k]), k
+    inp = frames_to_input([make_frame(0)], old.cfg.frame, old.cfg.superpoints)
+    a, b = old.segment(inp)[0], new.segment(inp)[0]
+    assert torch.equal(a.semantic, b.semantic) and torch.equal(a.instance, b.instance)
+    assert torch.equal(a.score, b.score) and len(a.instances) == len(b.instances)
+    for x, y in zip(a.instances, b.instances):
+        assert (x.class_id, x.score) == (y.class_id, y.score) and torch.equal(x.point_indices, y.point_indices)
+        assert x.embedding is None and y.embedding.shape == (64,)
+
+
+def test_init_refuses_checkpoints_that_do_not_fit(tmp_path, caplog):
+    from bifusion_core.train.__main__ import main
+
+    other = make_trainer(tmp_path, ["model.decoder.d_model=32"], "other")
+    other.save(tmp_path / "other.pt", with_train_state=False)
+    args = ["--config", "config/train/synthetic_small.yaml", "--out", str(tmp_path / "ft"), "--device", "cpu"]
+    assert main(args + ["--init", str(tmp_path / "other.pt")] + TINY + MERGE) == 2
+    assert "wrong shape" in caplog.text
+    # a missing weight other than the merge head's is refused too
+    ok = make_trainer(tmp_path, ["model.decoder.merge_dim=0"], "ok")
+    ok.save(tmp_path / "ok.pt", with_train_state=False)
+    data = torch.load(tmp_path / "ok.pt", weights_only=True)
+    del data["model"]["decoder.obj.weight"]
+    torch.save(data, tmp_path / "holed.pt")
+    with pytest.raises(CheckpointError, match="missing"):
+        make_trainer_init(tmp_path, tmp_path / "holed.pt")
+    assert make_trainer_init(tmp_path, tmp_path / "ok.pt").model.decoder.merge_head is not None
+    with pytest.raises(CheckpointError):
+        (tmp_path / "junk.pt").write_bytes(b"junk")
+        make_trainer_init(tmp_path, tmp_path / "junk.pt")
+
+
+def make_trainer_init(tmp_path, init):
+    cfg = load_train_config("config/train/synthetic_small.yaml", TINY + MERGE)
+    return Trainer(cfg, tmp_path / "init_run", "cpu", init=init)
+
+
+def test_merge_config_is_synthetic_small_with_only_the_merge_stage():
+    small = load_train_config("config/train/synthetic_small.yaml")
+    merge = load_train_config("config/train/synthetic_merge.yaml")
+    from bifusion_core.config import to_dict
+
+    assert to_dict(merge.model) == to_dict(small.model) and to_dict(merge.data) == to_dict(small.data)
+    st = merge.stages
+    assert (st.s0_iters, st.s1_iters, st.s2_iters) == (0, 0, 0) and st.s3_iters > 0
+    assert merge.model.decoder.merge_dim == 64 and merge.model.decoder.merge_hidden == 128

@@ -110,6 +110,37 @@ def noview_pseudo_label_loss(sem_logits: torch.Tensor, valid: torch.Tensor, knn:
     return F.cross_entropy(sem_logits[rows[use]], target[use])
 
 
+def merge_loss(emb_a: torch.Tensor, ids_a: torch.Tensor, emb_b: torch.Tensor, ids_b: torch.Tensor,
+               tau: float = 0.1, reduction: str = "mean") -> torch.Tensor:
+    """Contrastive loss of the merge embeddings of one frame pair (ESAM's cross-frame association).
+
+    ``emb_a (Ma, E)`` / ``emb_b (Mb, E)``: unit merge embeddings of the queries matched to ground-truth
+    instances in frames a and b, whose ids are ``ids_a (Ma,)`` / ``ids_b (Mb,)`` (unique within a frame; ids of
+    one scene name the same object in both frames). With ``logits = emb_a @ emb_b.T / tau`` (cosines over the
+    temperature), every row of a whose id also occurs in b takes the cross-entropy towards the column of that
+    id (a -> b), and symmetrically every row of b (b -> a, over ``logits.T``). ``reduction="mean"``: averaged
+    over those 2K rows (K = the number of shared ids); ``"sum"``: their sum. A pair with no shared id gives a
+    zero that keeps the graph. Returns a scalar (nats).
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    ids_a, ids_b = ids_a.to(emb_a.device).view(-1), ids_b.to(emb_a.device).view(-1)
+    if emb_a.shape[0] != ids_a.numel() or emb_b.shape[0] != ids_b.numel():
+        raise ValueError(f"{emb_a.shape[0]} / {emb_b.shape[0]} embeddings for {ids_a.numel()} / {ids_b.numel()} ids")
+    if torch.unique(ids_a).numel() != ids_a.numel() or torch.unique(ids_b).numel() != ids_b.numel():
+        raise ValueError("instance ids must be unique within a frame")
+    same = ids_a.unsqueeze(1) == ids_b.unsqueeze(0)  # (Ma, Mb)
+    rows_a, cols_b = same.nonzero(as_tuple=True)  # each shared id once (ids unique per frame)
+    if rows_a.numel() == 0:
+        return (emb_a.sum() + emb_b.sum()) * 0
+    logits = emb_a.float() @ emb_b.float().t() / tau
+    loss = (F.cross_entropy(logits[rows_a], cols_b, reduction="sum")
+            + F.cross_entropy(logits.t()[cols_b], rows_a, reduction="sum"))
+    return loss / (2 * rows_a.numel()) if reduction == "mean" else loss
+
+
 def stage_weights(progress: float) -> tuple[float, float, float, float]:
     """(λ_sem, λ_inst, λ_align, λ_aux) by training progress p in [0, 1]: S0 p < 0.3, S1 p < 0.7, S2 after."""
     if progress < 0.3:

@@ -312,9 +312,11 @@ class BiFusionModel(nn.Module):
     @torch.no_grad()
     def segment(self, inp: EncoderInput, out: ModelOutput | None = None,
                 cfg: PostprocessConfig | None = None) -> list[Segmentation]:
-        """Post-processed :class:`Segmentation` per sample (point indices local to the sample)."""
+        """Post-processed :class:`Segmentation` per sample (point indices local to the sample); with a merge
+        head each instance carries its query's ``(E,)`` merge embedding (``Instance.embedding``)."""
         out = out or self(inp)
         cfg = cfg or self.cfg.postprocess
+        merge = out.dec.merge_embed
         segs = []
         for b, idx in enumerate(out.sample_points):
             s = out.sp_centres[b].shape[0]
@@ -322,7 +324,7 @@ class BiFusionModel(nn.Module):
             segs.append(postprocess(out.dec.class_logits[b][q].cpu(), out.dec.mask_logits[b][q][:, :s].cpu(),
                                     out.dec.objectness[b][q].cpu(), out.sem_logits[idx].cpu(),
                                     out.sp_local[b].cpu(), out.sp_centres[b].cpu(), inp.points[idx].cpu(),
-                                    self.class_names, cfg))
+                                    self.class_names, cfg, None if merge is None else merge[b][q].cpu()))
         return segs
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

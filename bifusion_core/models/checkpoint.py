@@ -3,6 +3,10 @@
 Layout: ``{"format": "bifusion-checkpoint", "version": 1, "config": {...}, "model": state_dict,
 "class_names": [...], "meta": {...}}`` (training adds ``"train"`` state: optimizer, scheduler, RNG, step).
 A checkpoint is untrusted input: anything else is rejected with a clear error.
+
+Checkpoints written before the merge head (DESIGN.md §5b) have no ``decoder.merge_dim`` in their config; they
+load as models without one (``merge_dim = 0``, instances carry no embedding). :func:`init_weights` starts a new
+training run from a checkpoint's weights, where the merge head may be missing (it starts from its random init).
 """
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ def read_checkpoint(path) -> dict:
 def load_model(path, device: str | torch.device = "cpu", config_overrides: dict | None = None) -> tuple[BiFusionModel, dict]:
     """Rebuild the model from a checkpoint; returns ``(model in eval mode, checkpoint dict)``."""
     data = read_checkpoint(path)
-    cfg_dict = data["config"]
+    cfg_dict = checkpoint_config(data, path)
     if config_overrides:
         cfg_dict = _merge(cfg_dict, config_overrides)
     try:
@@ -71,11 +75,45 @@ def load_model(path, device: str | torch.device = "cpu", config_overrides: dict 
     return model.to(device).eval(), data
 
 
-def load_weights(model: BiFusionModel, sd: dict, path="checkpoint") -> None:
+def checkpoint_config(data: dict, path="checkpoint") -> dict:
+    """The model config dict stored in a checkpoint, as this code reads it: one written before the merge head
+    (no ``decoder.merge_dim`` key) gets ``merge_dim = 0``, so it builds the model its weights were trained for."""
+    cfg = data["config"]
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("decoder", {}), dict):
+        raise CheckpointError(f"{path}: invalid config: expected a mapping with a decoder section")
+    if "merge_dim" not in cfg.get("decoder", {}):
+        cfg = _merge(cfg, {"decoder": {"merge_dim": 0}})
+    return cfg
+
+
+MERGE_HEAD_PREFIX = "decoder.merge_head."
+
+
+def init_weights(model: BiFusionModel, data: dict, path="checkpoint") -> list[str]:
+    """Start a training run from a checkpoint's weights (``data`` from :func:`read_checkpoint`; its training
+    state is ignored): every weight must fit ``model`` exactly except the merge head's, which may be absent
+    (they keep their random init). The class names must agree. Returns the names of the weights left at their
+    init; raises :class:`CheckpointError` for anything else that does not fit."""
+    names = [str(c) for c in data["class_names"]]
+    if names != list(model.class_names):
+        raise CheckpointError(f"{path}: the checkpoint's classes {names[:5]}... ({len(names)}) differ from the "
+                              f"config's {list(model.class_names)[:5]}... ({len(model.class_names)})")
+    sd = data["model"]
+    left = [k for k in model.state_dict() if k.startswith(MERGE_HEAD_PREFIX) and isinstance(sd, dict) and k not in sd]
+    load_weights(model, sd, path, allow_missing=left)
+    return left
+
+
+def load_weights(model: BiFusionModel, sd: dict, path="checkpoint", allow_missing=()) -> None:
     """Load a checkpoint's weights, which must fit the model exactly (a frozen pretrained CLIP tower may be
-    absent: it comes from its own weights file). Raises :class:`CheckpointError` naming what does not fit."""
+    absent: it comes from its own weights file; so may the names in ``allow_missing``). Raises
+    :class:`CheckpointError` naming what does not fit."""
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: the model entry is not a state dict of tensors")
     own = model.state_dict()
-    missing = [k for k in own if k not in sd and (not k.startswith("encoder.clip.clip.") or ".lora_" in k)]
+    allow = set(allow_missing)
+    missing = [k for k in own if k not in sd and k not in allow
+               and (not k.startswith("encoder.clip.clip.") or ".lora_" in k)]
     unexpected = [k for k in sd if k not in own]
     bad_shape = [k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or bad_shape:

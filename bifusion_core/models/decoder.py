@@ -1,7 +1,7 @@
 """Superpoint-query transformer decoder (as ESAM / OneFormer3D) with fixed or open-vocabulary classes.
 
 Shapes use B samples (frames or crops), S superpoints per sample (padded to the largest), Q queries
-(``Q = S + n_learnable``), C classes, D = ``d_model``.
+(``Q = S + n_learnable``), C classes, D = ``d_model``, E = ``merge_dim`` (the merge embedding of DESIGN.md §5b).
 """
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ from torch import nn
 
 @dataclass
 class DecoderConfig:
+    """Attributes (besides the transformer's sizes):
+        merge_dim: size E of the per-query merge embedding (DESIGN.md §5b: an MLP ``d_model -> merge_hidden ->
+            merge_dim`` on the final layer's query features, L2-normalised), used to associate the instances of
+            successive frames in the online map; 0: no merge head (checkpoints written before it existed).
+        merge_hidden: width of the merge MLP's hidden layer.
+    """
+
     in_dim: int = 256
     d_model: int = 256
     n_layers: int = 3
@@ -24,8 +31,17 @@ class DecoderConfig:
     num_classes: int = 200
     open_vocab: bool = False
     temperature: float = 0.07
+    merge_dim: int = 256
+    merge_hidden: int = 512
 
     def __post_init__(self) -> None:
+        for name in ("merge_dim", "merge_hidden"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"decoder.{name} must be an integer, got {v!r}")
+        if self.merge_dim < 0 or self.merge_hidden < 1:
+            raise ValueError(f"decoder.merge_dim must be >= 0 (0: no merge head) and merge_hidden >= 1, got "
+                             f"{self.merge_dim} and {self.merge_hidden}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
         if self.n_layers < 1 or self.num_classes < 1 or self.n_learnable_queries < 0:
@@ -94,6 +110,8 @@ class DecoderOutput:
         objectness: ``(B, Q)`` logits.
         query_pad: ``(B, Q)`` True for padding queries; ``sp_pad``: ``(B, S)`` True for padding superpoints.
         aux: the same triple for every earlier layer, for deep supervision.
+        merge_embed: ``(B, Q, E)`` unit-norm merge embeddings of the final layer's queries, or None when the
+            decoder has no merge head (``merge_dim = 0``).
     """
 
     class_logits: torch.Tensor
@@ -102,6 +120,7 @@ class DecoderOutput:
     query_pad: torch.Tensor
     sp_pad: torch.Tensor
     aux: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    merge_embed: torch.Tensor | None = None
 
 
 def pad_superpoints(feats: list[torch.Tensor], centres: list[torch.Tensor]):
@@ -121,9 +140,11 @@ def pad_superpoints(feats: list[torch.Tensor], centres: list[torch.Tensor]):
 
 class QueryDecoder(nn.Module):
     """Queries = superpoint features (+ learnable queries) -> instance masks over superpoints, classes,
-    objectness.
+    objectness, and (with ``merge_dim > 0``) a unit-norm merge embedding per query.
 
-    ``forward(sp_feats (B,S,in_dim), sp_centres (B,S,3) normalised, sp_pad (B,S), text (C,E) or None)``.
+    ``forward(sp_feats (B,S,in_dim), sp_centres (B,S,3) normalised, sp_pad (B,S), text (C,E_text) or None)``
+    -> :class:`DecoderOutput`. ``merge_head`` (None without one) is ``mlp([d_model, merge_hidden, merge_dim])``
+    on the final layer's normalised ``(B, Q, D)`` query features.
     """
 
     def __init__(self, cfg: DecoderConfig | None = None):
@@ -142,6 +163,7 @@ class QueryDecoder(nn.Module):
         self.cls = ClassHead(d, cfg.num_classes, cfg.open_vocab, cfg.temperature)
         self.no_object = nn.Linear(d, 1)
         self.obj = nn.Linear(d, 1)
+        self.merge_head = mlp([d, cfg.merge_hidden, cfg.merge_dim]) if cfg.merge_dim > 0 else None
 
     def _heads(self, q, q_pos, mem):
         """Masks compare position-aware embeddings: the query's (plus its position) with each superpoint's mask
@@ -168,7 +190,10 @@ class QueryDecoder(nn.Module):
             masks = masks.masked_fill(sp_pad.unsqueeze(1), -1e4)
             outs.append((cls, masks, obj))
         cls, masks, obj = outs[-1]
-        return DecoderOutput(cls, masks, obj, q_pad, sp_pad, aux=outs[:-1])
+        merge = None
+        if self.merge_head is not None:  # qn: the final layer's normalised query features (B, Q, D)
+            merge = F.normalize(self.merge_head(qn), dim=-1)
+        return DecoderOutput(cls, masks, obj, q_pad, sp_pad, aux=outs[:-1], merge_embed=merge)
 
 
 class SemanticHead(nn.Module):

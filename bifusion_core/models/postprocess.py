@@ -36,7 +36,9 @@ class PostprocessConfig:
 
 @dataclass
 class Instance:
-    """One instance of a frame: ``center``/``size`` are the axis-aligned box of its points (metres)."""
+    """One instance of a frame: ``center``/``size`` are the axis-aligned box of its points (metres);
+    ``point_indices (P,)`` int64 into the frame's points; ``embedding``: the ``(E,)`` float32 unit merge embedding
+    of its query (DESIGN.md §5b, for the online map), or None when the model has no merge head."""
 
     id: int
     class_id: int
@@ -45,6 +47,7 @@ class Instance:
     point_indices: torch.Tensor
     center: torch.Tensor
     size: torch.Tensor
+    embedding: torch.Tensor | None = None
 
     @property
     def point_count(self) -> int:
@@ -79,14 +82,19 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, weight: torch.Tensor, io
 
 def postprocess(class_logits: torch.Tensor, mask_logits: torch.Tensor, objectness: torch.Tensor,
                 sem_logits: torch.Tensor, sp_ids: torch.Tensor, sp_centres: torch.Tensor, points: torch.Tensor,
-                class_names: list[str], cfg: PostprocessConfig | None = None) -> Segmentation:
+                class_names: list[str], cfg: PostprocessConfig | None = None,
+                merge_embed: torch.Tensor | None = None) -> Segmentation:
     """One sample: ``class_logits (Q, C+1)``, ``mask_logits (Q, S)``, ``objectness (Q,)``,
-    ``sem_logits (N, C)``, ``sp_ids (N,)``, ``sp_centres (S, 3)``, ``points (N, 3)``."""
+    ``sem_logits (N, C)``, ``sp_ids (N,)``, ``sp_centres (S, 3)``, ``points (N, 3)`` metres, and optionally
+    ``merge_embed (Q, E)`` unit merge embeddings (each kept instance carries its query's row as
+    ``Instance.embedding``; None: instances get none). The embeddings never change which instances are kept."""
     cfg = cfg or PostprocessConfig()
     n, s = sp_ids.shape[0], mask_logits.shape[1]
     c = class_logits.shape[1] - 1
     if len(class_names) != c or sem_logits.shape[1] != c:
         raise ValueError(f"{len(class_names)} class names for {c} decoder classes / {sem_logits.shape[1]} semantic")
+    if merge_embed is not None and (merge_embed.dim() != 2 or merge_embed.shape[0] != class_logits.shape[0]):
+        raise ValueError(f"merge_embed must be (Q, E) with Q = {class_logits.shape[0]}, got {tuple(merge_embed.shape)}")
     sizes = torch.bincount(sp_ids, minlength=s).to(torch.float32)
     sem_prob = sem_logits.float().softmax(-1)
     sp_prob = torch.zeros(s, c).index_add_(0, sp_ids, sem_prob) / sizes.clamp_min(1).unsqueeze(1)  # (S, C)
@@ -121,8 +129,9 @@ def postprocess(class_logits: torch.Tensor, mask_logits: torch.Tensor, objectnes
         instance[idx] = new_id
         point_score[idx] = float(score[q])
         lo, hi = points[idx].min(0).values, points[idx].max(0).values
+        emb = None if merge_embed is None else merge_embed[q].detach().float().clone()
         instances.append(Instance(new_id, int(cls[q]), class_names[int(cls[q])], float(score[q]), idx,
-                                  (lo + hi) / 2, hi - lo))
+                                  (lo + hi) / 2, hi - lo, emb))
     # --- semantics at superpoint level, unconfident superpoints filled from the nearest confident one
     sp_conf, sp_label = sp_prob.max(1)
     confident = (sp_conf >= cfg.semantic_confidence) & (sizes > 0)

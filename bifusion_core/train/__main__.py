@@ -1,6 +1,10 @@
 """``python -m bifusion_core.train --config config/train/NAME.yaml [key=value ...] --out RUN_DIR``
 
 Trains BiFusion (DESIGN.md §3-4). Re-running with the same --out resumes from RUN_DIR/last.pt exactly.
+``--init CHECKPOINT`` starts a new run from a checkpoint's weights (not its training state), e.g. only the merge
+stage on the shipped demo model (``--config config/train/synthetic_merge.yaml --init
+bifusion_core/assets/demo/synthetic_small.pt``); a checkpoint without a merge head is accepted (the head starts
+from its random init), any other mismatch is an error.
 Multi-GPU: ``torchrun --nproc_per_node=N -m bifusion_core.train ...`` (DistributedDataParallel).
 Outputs: RUN_DIR/last.pt (resumable), RUN_DIR/model.pt (weights only), RUN_DIR/metrics.json, RUN_DIR/tb
 (TensorBoard: ``tensorboard --logdir RUN_DIR/tb``).
@@ -20,6 +24,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule still spans the config)")
     ap.add_argument("--no-resume", action="store_true", help="start over even if RUN_DIR/last.pt exists")
+    ap.add_argument("--init", metavar="CHECKPOINT",
+                    help="start from this checkpoint's weights (a missing merge head starts from its init)")
     ap.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.batch_size=4 optim.lr=1e-4")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -29,7 +35,7 @@ def main(argv=None) -> int:
 
     try:
         cfg = load_train_config(args.config, args.overrides)
-        trainer = Trainer(cfg, args.out, args.device, args.max_steps)
+        trainer = Trainer(cfg, args.out, args.device, args.max_steps, init=args.init)
         summary = trainer.run(resume=not args.no_resume)
     except (ValueError, FileNotFoundError, CheckpointError, NonFiniteLoss) as exc:
         logging.getLogger("bifusion.train").error("%s", exc)

@@ -46,6 +46,10 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.stages.s3_iters and not self.model.decoder.merge_dim:
+            raise ValueError("stage S3 (stages.s3_iters > 0) trains the merge head: set model.decoder.merge_dim > 0")
+
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "train"
 

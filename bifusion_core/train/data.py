@@ -1,8 +1,14 @@
 """Training data: RGB-D frames with per-pixel ground truth, turned into batches of encoder input + targets.
 
 Each training sample is one frame (the node segments single frames, so training does too). Batch ``i`` is a
-pure function of ``(seed, i)`` (frame choice and augmentation), which makes a killed-and-resumed run replay
+pure function of ``(seed, rank, i)`` (frame choice and augmentation), which makes a killed-and-resumed run replay
 exactly the batches an uninterrupted one would see.
+
+The merge stage (S3) trains on frame pairs: ``batch_size // 2`` anchor frames, each followed by a partner
+frame of the same scene at most ``pair_gap`` frames away, both under one world rotation and scale (as one
+session's frames share one world frame). Ground-truth instance ids name the same object in every frame of a
+scene: the synthetic rooms number their objects once per room, and ScanNet's ``instance-filt`` images carry
+the scene's object ids (the ``objectId`` of its aggregation), so a pair's common ids are its common objects.
 """
 from __future__ import annotations
 
@@ -34,6 +40,8 @@ class DataConfig:
             of its frame's points around a random point (the design's "scene crops"; the image stays whole, so
             every kept point keeps its pixel and 2D feature). ``None``: whole frames, as the node sees them.
         crop_min_points: a crop centre is redrawn (up to 10 times) while the crop has fewer points.
+        pair_gap: in the merge stage, a partner frame is at most this many frames (of the pool: rendered
+            synthetic frames, or ScanNet frames after ``frame_skip``) away from its anchor, in the same scene.
     """
 
     source: str = "synthetic"
@@ -53,8 +61,11 @@ class DataConfig:
     colour_jitter: float = 0.1
     crop_size: float | None = None
     crop_min_points: int = 500
+    pair_gap: int = 5
 
     def __post_init__(self) -> None:
+        if isinstance(self.pair_gap, bool) or not isinstance(self.pair_gap, int) or self.pair_gap < 1:
+            raise ValueError(f"data.pair_gap must be an integer >= 1, got {self.pair_gap!r}")
         if self.source not in ("synthetic", "scannet"):
             raise ValueError(f"data.source must be 'synthetic' or 'scannet', got {self.source!r}")
         if self.source == "scannet" and not self.root:
@@ -69,11 +80,16 @@ class DataConfig:
 
 
 class FramePool:
-    """Frames addressed by index; synthetic frames are rendered on first use and cached."""
+    """Frames addressed by index; synthetic frames are rendered on first use and cached.
+
+    Items are added scene by scene: ``scene_of[i]`` is item ``i``'s scene (0, 1, ... in order) and
+    ``frame_of[i]`` its frame index within that scene's frames (``(len(pool),)`` int64 arrays)."""
 
     def __init__(self, cfg: DataConfig, split: str):
         self.cfg = cfg
         self._items: list = []
+        scenes: list[int] = []
+        frames_in: list[int] = []
         if cfg.source == "synthetic":
             from ..data.synthetic import CameraConfig, SequenceConfig, SyntheticSequence
 
@@ -84,20 +100,31 @@ class FramePool:
             for k in range(n_scenes):
                 seq = SyntheticSequence(first + k, SequenceConfig(n_frames=n_frames, camera=cam))
                 self._items += [(seq.frame, i) for i in range(n_frames)]
+                scenes += [k] * n_frames
+                frames_in += list(range(n_frames))
         else:
             from ..data.scannet.frames import FrameReaderConfig, ScanNetFrames, list_scenes
 
             root = cfg.root if split == "train" else (cfg.val_root or cfg.root)
-            for scene in list_scenes(root):
+            for k, scene in enumerate(list_scenes(root)):
                 frames = ScanNetFrames(scene, FrameReaderConfig(frame_step=cfg.frame_skip,
                                                                 max_frames=cfg.frames_per_scene))
                 self._items += [(frames.__getitem__, i) for i in range(len(frames))]
+                scenes += [k] * len(frames)
+                frames_in += list(range(len(frames)))
         if not self._items and split == "train":
             raise ValueError(f"no training frames found ({cfg.source})")
+        self.scene_of = np.asarray(scenes, np.int64)
+        self.frame_of = np.asarray(frames_in, np.int64)
         self.get = lru_cache(maxsize=4096)(self._load)
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def partners(self, i: int, gap: int) -> np.ndarray:
+        """Items of item ``i``'s scene whose frame index differs from its own by 1 to ``gap``: ``(P,)`` int64."""
+        d = np.abs(self.frame_of - self.frame_of[i])
+        return np.nonzero((self.scene_of == self.scene_of[i]) & (d >= 1) & (d <= gap))[0]
 
     def _load(self, i: int) -> RGBDFrame:
         read, j = self._items[i]
@@ -120,14 +147,22 @@ def _rot_z(theta: float) -> np.ndarray:
     return r
 
 
-def augment(frame: RGBDFrame, rng: np.random.Generator, cfg: DataConfig) -> RGBDFrame:
+def draw_world_transform(rng: np.random.Generator, cfg: DataConfig) -> tuple[float | None, float]:
+    """``(yaw radians or None without yaw augmentation, scale)`` for :func:`augment`."""
+    yaw = rng.uniform(0, 2 * np.pi) if cfg.yaw else None
+    return yaw, rng.uniform(*cfg.scale)
+
+
+def augment(frame: RGBDFrame, rng: np.random.Generator, cfg: DataConfig,
+            world: tuple[float | None, float] | None = None) -> RGBDFrame:
     """World rotation about z and uniform scale (rigid for the camera, so depth and pose stay consistent) and
-    brightness jitter."""
+    brightness jitter. ``world``: a ``(yaw, scale)`` from :func:`draw_world_transform` to apply (frames of one
+    pair share it); None: drawn here."""
     pose = frame.pose.copy()
     depth = frame.depth
-    if cfg.yaw:
-        pose = _rot_z(rng.uniform(0, 2 * np.pi)) @ pose
-    s = rng.uniform(*cfg.scale)
+    yaw, s = world if world is not None else draw_world_transform(rng, cfg)
+    if yaw is not None:
+        pose = _rot_z(yaw) @ pose
     if s != 1.0:
         depth = depth * np.float32(s)
         pose[:3, 3] *= s
@@ -145,9 +180,14 @@ def intrinsics_tuple(K: np.ndarray) -> tuple[float, float, float, float]:
 
 @dataclass
 class Batch:
+    """``inp`` and per-point ``targets``; ``frames`` the (augmented) frames of its samples; ``items`` their pool
+    indices; ``pairs``: samples ``2k`` and ``2k+1`` are a frame pair of one scene (merge stage)."""
+
     inp: EncoderInput
     targets: Targets
     frames: list[RGBDFrame] = field(default_factory=list)
+    items: list[int] = field(default_factory=list)
+    pairs: bool = False
 
 
 def crop_keep(points: np.ndarray, batch: np.ndarray, size: float, rng: np.random.Generator,
@@ -208,7 +248,10 @@ def make_batch(frames: list[RGBDFrame], model_cfg: BiFusionConfig, lut: np.ndarr
 
 
 class BatchSampler:
-    """Batch ``step`` = frames chosen and augmented by ``default_rng([seed, step])``."""
+    """Batch ``step`` = frames chosen and augmented by ``default_rng([seed, rank, step])``; with ``pairs``
+    (the merge stage), ``max(1, batch_size // 2)`` anchor frames (distinct, among those with a partner) each
+    followed by a partner drawn from :meth:`FramePool.partners` within ``pair_gap``, one world transform per
+    pair."""
 
     def __init__(self, pool: FramePool, cfg: DataConfig, model_cfg: BiFusionConfig, class_names: list[str],
                  rank: int = 0):
@@ -216,12 +259,43 @@ class BatchSampler:
         self.lut = class_lookup(class_names)
         self.stuff = tuple(i for i, n in enumerate(class_names) if n in STUFF_CLASSES)
         self.rank = rank
+        self._with_partner: np.ndarray | None = None  # items that have a partner (cached on first pair batch)
 
-    def batch(self, step: int, augment_frames: bool = True) -> Batch:
+    def batch(self, step: int, augment_frames: bool = True, pairs: bool = False) -> Batch:
         rng = np.random.default_rng([self.cfg.seed, self.rank, step])
+        if pairs:
+            return self._pair_batch(rng, augment_frames)
         idx = rng.choice(len(self.pool), size=min(self.cfg.batch_size, len(self.pool)), replace=False)
         frames = [self.pool.get(int(i)) for i in idx]
         if augment_frames:
             frames = [augment(f, rng, self.cfg) for f in frames]
         crop = self.cfg.crop_size if augment_frames else None  # validation sees whole frames, as the node does
-        return make_batch(frames, self.model_cfg, self.lut, self.stuff, rng, crop, self.cfg.crop_min_points)
+        b = make_batch(frames, self.model_cfg, self.lut, self.stuff, rng, crop, self.cfg.crop_min_points)
+        b.items = [int(i) for i in idx]
+        return b
+
+    def _pair_batch(self, rng: np.random.Generator, augment_frames: bool) -> Batch:
+        gap = self.cfg.pair_gap
+        if self._with_partner is None:
+            self._with_partner = np.array([i for i in range(len(self.pool)) if len(self.pool.partners(i, gap))],
+                                          np.int64)
+        anchors_ok = self._with_partner
+        if len(anchors_ok) == 0:
+            raise ValueError(f"no frame has a partner within data.pair_gap = {gap} frames of its scene: the merge "
+                             "stage needs scenes of at least 2 frames")
+        n_pairs = min(max(1, self.cfg.batch_size // 2), len(anchors_ok))
+        anchors = rng.choice(anchors_ok, size=n_pairs, replace=False)
+        items = []
+        for a in anchors:
+            items += [int(a), int(rng.choice(self.pool.partners(int(a), gap)))]
+        frames = [self.pool.get(i) for i in items]
+        if augment_frames:
+            out = []
+            for k in range(0, len(frames), 2):
+                world = draw_world_transform(rng, self.cfg)
+                out += [augment(f, rng, self.cfg, world) for f in frames[k:k + 2]]
+            frames = out
+        crop = self.cfg.crop_size if augment_frames else None
+        b = make_batch(frames, self.model_cfg, self.lut, self.stuff, rng, crop, self.cfg.crop_min_points)
+        b.items, b.pairs = items, True
+        return b

@@ -1,5 +1,8 @@
 """The training loop: staged unfreezing, AdamW with warm-up + cosine decay, exact resume, NaN guard,
-TensorBoard scalars, tqdm progress, periodic validation, DistributedDataParallel under ``torchrun``."""
+TensorBoard scalars, tqdm progress, periodic validation, DistributedDataParallel under ``torchrun``.
+
+``init``: a new run may start from another checkpoint's weights (not its training state), e.g. to run only the
+merge stage S3 on a trained model (:func:`~bifusion_core.models.checkpoint.init_weights`)."""
 from __future__ import annotations
 
 import json
@@ -18,11 +21,12 @@ from tqdm import tqdm
 from ..config import to_dict
 from ..losses.criterion import BiFusionCriterion
 from ..models.bifusion import BiFusionModel
-from ..models.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
-from .config import TrainConfig
+from ..models.checkpoint import (CheckpointError, checkpoint_config, init_weights, load_weights, read_checkpoint,
+                                 save_checkpoint)
+from .config import OptimConfig, TrainConfig
 from .data import BatchSampler, FramePool
-from .stages import apply_stage, lora_parameters, stage_modules
-from .validate import validate
+from .stages import StageConfig, apply_stage, lora_parameters, stage_modules
+from .validate import merge_separation, validate
 
 log = logging.getLogger("bifusion.train")
 
@@ -37,6 +41,15 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
         return (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def schedule_factor(step: int, stages: StageConfig, optim: OptimConfig) -> float:
+    """The LR factor at ``step``: :func:`lr_factor` over S0-S2; the merge stage S3 (a fresh head) restarts it,
+    warm-up and cosine over its own ``s3_iters``."""
+    enc = stages.encoder_total
+    if stages.s3_iters and step >= enc:
+        return lr_factor(step - enc, stages.s3_iters, optim.warmup_iters, optim.min_lr_ratio)
+    return lr_factor(step, enc, optim.warmup_iters, optim.min_lr_ratio)
 
 
 def rng_state() -> dict:
@@ -77,16 +90,42 @@ def _dist(device: str) -> tuple[int, int, str]:
     return world, rank, device
 
 
-def build_model(cfg: TrainConfig) -> BiFusionModel:
+def build_model(cfg: TrainConfig, init: dict | None = None) -> BiFusionModel:
+    """The model of a run. The gate's warm-up is stage S0 (``gate.early_steps = s0_iters``), except in a run
+    that starts from the checkpoint ``init`` (a :func:`read_checkpoint` dict) and trains no encoder stage
+    (S3 only): there the warm-up length the checkpoint was trained with is kept, so that with its step counter
+    (a buffer among the weights) the encoder behaves exactly as the checkpoint's."""
     mc = cfg.model
-    mc.gate.early_steps = cfg.stages.s0_iters  # the gate's warm-up is stage S0
+    if init is not None and cfg.stages.encoder_total == 0:
+        gate = checkpoint_config(init).get("gate", {})
+        early = gate.get("early_steps") if isinstance(gate, dict) else None
+        if isinstance(early, bool) or not isinstance(early, int) or early < 0:
+            raise CheckpointError(f"the init checkpoint's config has no valid gate.early_steps ({early!r})")
+        mc.gate.early_steps = early
+    else:
+        mc.gate.early_steps = cfg.stages.s0_iters  # the gate's warm-up is stage S0
     if cfg.stages.s2_iters and not mc.clip_lora_rank:
         mc.clip_lora_rank = cfg.stages.lora_rank
     return BiFusionModel(mc)
 
 
+def config_differences(a, b, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts (keys of either)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += config_differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, out_dir, device: str = "auto", max_steps: int | None = None):
+    """One training run (see the module doc). ``init``: a checkpoint whose weights the run starts from (its
+    training state is not used; the merge head may be missing from it, anything else must fit exactly or
+    :class:`CheckpointError` is raised). A resumable ``last.pt`` in ``out_dir`` still wins over ``init``."""
+
+    def __init__(self, cfg: TrainConfig, out_dir, device: str = "auto", max_steps: int | None = None,
+                 init=None):
         self.cfg = cfg
         self.out = Path(out_dir)
         self.world, self.rank, device = _dist(device)
@@ -94,14 +133,20 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.rank)
         np.random.seed(cfg.seed + self.rank)
         random.seed(cfg.seed + self.rank)
-        self.model = build_model(cfg).to(self.device)
+        self.init = Path(init) if init is not None else None
+        self.init_meta: dict = {}
+        init_data = read_checkpoint(self.init) if self.init is not None else None
+        self.model = build_model(cfg, init_data)
+        if init_data is not None:
+            self._init_from(init_data)
+        self.model.to(self.device)
         self.total = cfg.stages.total
         self.max_steps = self.total if max_steps is None else min(self.total, max_steps)
+        # every parameter any stage trains: S1's modules include the whole decoder (its merge head: S3)
         params = [p for m in stage_modules(self.model, 1)[0] for p in m.parameters()] + lora_parameters(self.model)
         self.optim = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        o = cfg.optim
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.optim, lambda s: lr_factor(s, self.total, o.warmup_iters, o.min_lr_ratio))
+        st, o = cfg.stages, cfg.optim
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, lambda s: schedule_factor(s, st, o))
         self.use_amp = o.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.criterion = BiFusionCriterion(cfg.loss)
@@ -124,6 +169,25 @@ class Trainer:
                 find_unused_parameters=True)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
+    def _init_from(self, data: dict) -> None:
+        path = self.init
+        left = init_weights(self.model, data, path)
+        meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+        self.init_meta = {"checkpoint": str(path), "step": meta.get("step")}
+        from ..config import from_dict
+        from ..models.bifusion import BiFusionConfig
+
+        try:
+            theirs = to_dict(from_dict(BiFusionConfig, checkpoint_config(data, path), "checkpoint config"))
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: invalid config: {exc}") from exc
+        diff = [k for k in config_differences(to_dict(self.model.cfg), theirs)
+                if k not in ("decoder.merge_dim", "decoder.merge_hidden", "gate.early_steps")]
+        if diff:
+            log.warning("the model config differs from the init checkpoint's in %s", ", ".join(diff))
+        log.info("weights from %s (step %s)%s", path, meta.get("step"),
+                 f"; {len(left)} merge-head tensors start from their init" if left else "")
+
     def save(self, path: Path, metrics: dict | None = None, with_train_state: bool = True) -> None:
         if self.rank:
             return
@@ -132,7 +196,10 @@ class Trainer:
             state = {"step": self.step, "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(),
                      "scaler": self.scaler.state_dict(), "rng": rng_state(), "skipped": self.skipped,
                      "train_config": to_dict(self.cfg)}
-        save_checkpoint(path, self.model, meta={"step": self.step, "metrics": metrics or {}}, train_state=state)
+        meta = {"step": self.step, "metrics": metrics or {}}
+        if self.init_meta:
+            meta["init"] = self.init_meta
+        save_checkpoint(path, self.model, meta=meta, train_state=state)
 
     def resume(self, path: Path) -> None:
         data = read_checkpoint(path)
@@ -159,17 +226,20 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         stage = cfg.stages.stage_at(self.step)
+        merge = stage == 3
         self.model.train()
         apply_stage(self.model, stage)
-        self.model.encoder.set_training_step(self.step)
-        batch = self.sampler.batch(self.step)
+        if not merge:  # S3 leaves the encoder (and the gate's counter) exactly as it is
+            self.model.encoder.set_training_step(self.step)
+        batch = self.sampler.batch(self.step, pairs=merge)
         inp = batch.inp.to(self.device)
         # batch-norm statistics (and the gate counter) move during the forward: keep them to undo a bad step
         buffers = {k: b.clone() for k, b in self.model.named_buffers()}
         net = self.ddp or self.model
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
             out = net(inp)
-            terms = self.criterion(out, inp, batch.targets, progress=self.step / max(1, self.total))
+            terms = self.criterion(out, inp, batch.targets, progress=self.step / max(1, cfg.stages.encoder_total),
+                                   stage=stage)
         loss = terms["total"]
         self.optim.zero_grad(set_to_none=True)
         if not self._all_ranks_finite(loss):
@@ -231,7 +301,8 @@ class Trainer:
                 for k, v in res.items():
                     if isinstance(v, float) and math.isfinite(v):
                         writer.add_scalar(f"train/{k}", v, self.step)
-                bar.set_postfix(loss=f"{res['total']:.3f}", sem=f"{res['sem']:.3f}", stage=res.get("stage", "-"))
+                shown = {k: f"{res[k]:.3f}" for k in ("sem", "merge") if k in res}
+                bar.set_postfix(loss=f"{res['total']:.3f}", **shown, stage=res.get("stage", "-"))
                 history.append({"step": self.step, **{k: v for k, v in res.items() if isinstance(v, (int, float))}})
             if self.val_sampler is not None and self.rank == 0 and (
                     self.step % lg.val_every == 0 or self.step == self.max_steps):
@@ -241,6 +312,16 @@ class Trainer:
                         writer.add_scalar(f"val/{k}", metrics[k], self.step)
                 log.info("step %d validation: mIoU %.3f AP %.3f AP50 %.3f AP25 %.3f (%d frames)", self.step,
                          metrics["miou"], metrics["ap"], metrics["ap50"], metrics["ap25"], metrics["frames"])
+                if self.cfg.stages.s3_iters:  # the merge stage: how well the embeddings tell objects apart
+                    sep = merge_separation(self.model, self.val_sampler, self.cfg.data.pair_gap, lg.val_frames,
+                                           self.device)
+                    metrics["merge"] = sep
+                    for k in ("same_object", "same_class_other_object"):
+                        if sep[k] == sep[k]:
+                            writer.add_scalar(f"val/merge_cos_{k}", sep[k], self.step)
+                    log.info("step %d merge embeddings: cosine %.3f same object vs %.3f other objects of its class "
+                             "(%d / %d instance pairs)", self.step, sep["same_object"], sep["same_class_other_object"],
+                             sep["n_same_object"], sep["n_same_class_other_object"])
             if self.step % lg.ckpt_every == 0 or self.step == self.max_steps:
                 self.save(last, metrics)
         bar.close()
@@ -249,6 +330,8 @@ class Trainer:
             self.save(self.out / "model.pt", metrics, with_train_state=False)
             summary = {"steps": self.step, "seconds": elapsed, "skipped_steps": self.skipped, "val": metrics,
                        "history": history}
+            if self.init_meta:
+                summary["init"] = self.init_meta
             (self.out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
             writer.close()
             return summary

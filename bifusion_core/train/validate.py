@@ -40,6 +40,31 @@ def validate(model: BiFusionModel, sampler: BatchSampler, max_frames: int | None
     return out
 
 
+@torch.no_grad()
+def merge_separation(model: BiFusionModel, sampler: BatchSampler, pair_gap: int, max_frames: int | None = None,
+                     device: torch.device | str = "cpu") -> dict:
+    """Merge-embedding figures of :func:`bifusion_core.eval.merge.embedding_separation` on the held-out frames
+    (no augmentation): every pair of frames of one scene at most ``pair_gap`` frames apart. NaN figures for a
+    model without a merge head."""
+    from ..eval.merge import embedding_separation, frame_embeddings
+
+    was_training = model.training
+    model.eval()
+    pool = sampler.pool
+    n = len(pool) if max_frames is None else min(max_frames, len(pool))
+    per_frame = []
+    for i in range(n):
+        batch = sampler_batch(sampler, pool.get(i))
+        inp = batch.inp.to(device)
+        seg = model.segment(inp, model(inp))[0]
+        per_frame.append(frame_embeddings(seg.instances, batch.targets.instance.numpy(),
+                                          batch.targets.semantic.numpy()))
+    model.train(was_training)
+    pairs = [(per_frame[i], per_frame[j]) for i in range(n) for j in range(i + 1, n)
+             if pool.scene_of[i] == pool.scene_of[j] and abs(int(pool.frame_of[j] - pool.frame_of[i])) <= pair_gap]
+    return embedding_separation(pairs)
+
+
 def sampler_batch(sampler: BatchSampler, frame):
     from .data import make_batch
 
