@@ -109,7 +109,11 @@ def test_shipped_demo_checkpoint_loads_and_fits_this_code():
     assert len(model.class_names) == model.cfg.decoder.num_classes == 22
     assert DEMO_CHECKPOINT.stat().st_size <= 20 * 2**20
     metrics = json.loads((DEMO_CHECKPOINT.parent / "metrics.json").read_text())
-    assert metrics["steps"] == data["meta"]["step"] and 0 < metrics["val"]["miou"] <= 1
+    # the 1500-step model whose merge head alone was then trained by the merge stage (metrics.json: merge_head)
+    assert metrics["steps"] == data["meta"]["init"]["step"] and 0 < metrics["val"]["miou"] <= 1
+    assert metrics["merge_head"]["steps"] == data["meta"]["step"] and model.decoder.merge_head is not None
+    after = metrics["merge_head"]["cosine_after"]
+    assert after["same_object"] > after["same_class_other_object"] + 0.2
 
 
 def test_old_checkpoint_version_is_refused(tmp_path, ckpt):
