@@ -289,7 +289,7 @@ def test_package_layout_re_exports_one_module_per_family():
         "transform": ["quaternion_to_matrix", "matrix_to_quaternion", "transform_to_tq", "transform_to_matrix",
                       "matrix_to_transform", "matrix_to_pose"],
         "cloud": ["CLOUD_FIELDS", "pack_rgb", "unpack_rgb", "labelled_cloud", "cloud_to_numpy"],
-        "markers": ["InstanceLike", "CLASS_PALETTE", "class_colour", "marker_array", "instance_array"],
+        "markers": ["InstanceLike", "CLASS_PALETTE", "class_colour", "id_colour", "marker_array", "instance_array"],
     }
     exported = []
     for family, names in families.items():
