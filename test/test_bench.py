@@ -44,3 +44,5 @@ def test_bench_map_keeps_the_memory_full_and_flat_once_capped(tmp_path):
     assert samples[-1]["voxels"] == samples[-2]["voxels"] == 20000  # capped
     # bounded: the per-(voxel, class) evidence may shift a little, the voxel arrays do not grow
     assert abs(samples[-1]["voxel_map_mb"] - samples[-2]["voxel_map_mb"]) <= 0.05 * samples[-2]["voxel_map_mb"]
+    # the two objects slide along with the camera and keep merging: their voxel sets stop at the cap
+    assert samples[-1]["instance_voxels_mb"] == samples[-2]["instance_voxels_mb"] > samples[0]["instance_voxels_mb"]

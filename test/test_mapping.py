@@ -662,3 +662,22 @@ def test_map_topdown_image_shows_the_highest_visible_voxel_per_cell():
     assert len(set(inst[3, 2])) == 1 and tuple(inst[3, 2]) != tuple(ID_PALETTE[0])  # no instance: grey
     np.testing.assert_array_equal(rgb[1, 0], [0, 0, 0])           # cell (0, 1): nothing seen
     assert map_topdown_image(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0), vs).shape == (1, 1, 3)
+
+
+def test_an_instance_that_keeps_growing_keeps_its_newest_voxels_up_to_the_cap():
+    """A mis-segmentation that slides along a wall merges frame after frame; the instance keeps at most
+    max_instance_voxels voxels, those nearest its newest observation, and its box follows them."""
+    cap = 300
+    m = InstanceMap(MapConfig(max_instance_voxels=cap))
+    for f in range(40):
+        x0 = 0.1 * f  # 10 cm a frame, 1 m long observations: consecutive ones overlap
+        wall = np.stack(np.meshgrid(np.arange(x0, x0 + 1.0, 0.05), [0.02], np.arange(0.02, 0.5, 0.05)), -1)
+        assert m.update([obs(wall.reshape(-1, 3) + 0.001)], float(f)) == [1]
+    (inst,) = m.instances
+    assert inst.merge_count == 40 and inst.num_voxels == cap
+    newest = voxel_set(wall.reshape(-1, 3) + 0.001, VS)
+    assert np.isin(newest, inst.voxel_keys).all()  # the newest view is kept whole
+    np.testing.assert_allclose(inst.box_max[0], 4.9, atol=1e-9)  # the far end of the newest view
+    assert inst.box_min[0] > 3.0  # the start of the wall (x = 0) was dropped
+    with pytest.raises(ValueError, match="max_instance_voxels"):
+        MapConfig(max_instance_voxels=0)

@@ -67,6 +67,9 @@ class MapConfig:
             (a large room's surfaces at 5 cm).
         min_points: fewest points an observation needs to enter the map (>= 1); smaller ones get id 0.
             Default 10.
+        max_instance_voxels: most voxels one instance keeps (>= 1; the nearest to its newest observation's
+            box), which bounds the instance memory at ``max_instances x max_instance_voxels x 8`` bytes. Default
+            20,000 (50 m2 of surface at 5 cm; a 2 m couch has about 3,000).
     """
 
     voxel_size: float = 0.05
@@ -76,6 +79,7 @@ class MapConfig:
     class_agnostic: bool = False
     max_voxels: int = 250_000
     min_points: int = 10
+    max_instance_voxels: int = 20_000
 
     def __post_init__(self) -> None:
         def put(name, value):
@@ -92,3 +96,4 @@ class MapConfig:
         put("class_agnostic", bool(self.class_agnostic))
         put("max_voxels", check_int("max_voxels", self.max_voxels, 1))
         put("min_points", check_int("min_points", self.min_points, 1))
+        put("max_instance_voxels", check_int("max_instance_voxels", self.max_instance_voxels, 1))

@@ -17,7 +17,9 @@ Per :meth:`InstanceMap.update` (one frame):
    disagree unless ``class_agnostic``. Scores at or below ``merge_threshold`` are zeroed, the rest go to the
    Hungarian assignment (``scipy.optimize.linear_sum_assignment``, maximising the total score), and assigned
    pairs scoring above the threshold merge: voxel sets unite, features average weighted by merge counts.
-   Unmatched groups become new instances with new ids.
+   Unmatched groups become new instances with new ids. An instance keeps at most ``max_instance_voxels``
+   voxels (those nearest the box of its newest observation), so memory stays bounded even when a
+   mis-segmentation keeps merging along a long structure.
 4. **Eviction**: while more than ``max_instances`` instances are held, the one seen longest ago goes
    (smallest ``last_seen``; ties: fewest merges, then lowest score, then lowest id). Instances updated in
    this frame share the newest ``last_seen``, so they go only when every older one is gone; a new instance
@@ -162,6 +164,20 @@ class _Entry:
         self.lo, self.hi = np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi)
         self.first_seen = min(self.first_seen, other.first_seen)
         self.last_seen = max(self.last_seen, other.last_seen)
+
+    def cap(self, max_voxels: int, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Keep at most ``max_voxels`` voxels: those nearest (Chebyshev distance in voxel indices) to the box
+        ``[lo, hi]`` of the newest observation (ties: lowest key), so that an instance that keeps growing keeps
+        the part seen last; the box shrinks to the kept voxels."""
+        if len(self.keys) <= max_voxels:
+            return
+        idx = unpack_keys(self.keys)
+        dist = np.maximum(np.maximum(lo - idx, idx - hi), 0).max(1)
+        keep = np.sort(np.argsort(dist, kind="stable")[:max_voxels])
+        keys = self.keys[keep]
+        keys.setflags(write=False)
+        self.keys = keys
+        self.lo, self.hi = index_bounds(keys)
 
     def snapshot(self, voxel_size: float) -> MapInstance:
         box_min, box_max = self.lo * voxel_size, (self.hi + 1) * voxel_size
@@ -335,6 +351,8 @@ class InstanceMap:
             g = new[members[0]]
             for k in members[1:]:
                 g.absorb(new[k])
+            if len(members) > 1:
+                g.cap(cfg.max_instance_voxels, g.lo, g.hi)
             for k in members:
                 group_of[k] = len(groups)
             groups.append(g)
@@ -351,8 +369,10 @@ class InstanceMap:
                 rr, cc = linear_sum_assignment(sub, maximize=True)
                 for r, c in zip(rr, cc):
                     if sub[r, c] > cfg.merge_threshold:
-                        m = memory[r_any[r]]
-                        m.absorb(groups[c_any[c]])
+                        m, g = memory[r_any[r]], groups[c_any[c]]
+                        lo, hi = g.lo, g.hi
+                        m.absorb(g)
+                        m.cap(cfg.max_instance_voxels, lo, hi)
                         group_id[c_any[c]] = m.id
         for gi, g in enumerate(groups):
             if group_id[gi] == 0:
