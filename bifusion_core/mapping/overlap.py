@@ -8,6 +8,19 @@ import numpy as np
 from scipy import sparse
 
 
+def _volumes(name, lo_a, hi_a, lo_b, hi_b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(vol_a (A,), vol_b (B,), intersection volume (A, B))`` of two sets of boxes; ``ValueError`` naming
+    ``name`` for mismatched corner shapes or a max corner below its min corner."""
+    lo_a, hi_a = np.asarray(lo_a, np.float64).reshape(-1, 3), np.asarray(hi_a, np.float64).reshape(-1, 3)
+    lo_b, hi_b = np.asarray(lo_b, np.float64).reshape(-1, 3), np.asarray(hi_b, np.float64).reshape(-1, 3)
+    if lo_a.shape != hi_a.shape or lo_b.shape != hi_b.shape:
+        raise ValueError(f"{name}: min and max corners must have the same shape")
+    if (hi_a < lo_a).any() or (hi_b < lo_b).any():
+        raise ValueError(f"{name}: a box has a max corner below its min corner")
+    side = np.minimum(hi_a[:, None], hi_b[None]) - np.maximum(lo_a[:, None], lo_b[None])
+    return np.prod(hi_a - lo_a, 1), np.prod(hi_b - lo_b, 1), np.clip(side, 0.0, None).prod(-1)
+
+
 def box_iou(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndarray) -> np.ndarray:
     """``(A, B)`` IoU of every pair of axis-aligned boxes.
 
@@ -17,15 +30,8 @@ def box_iou(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndarr
 
     Boxes of zero volume have IoU 0 with everything.
     """
-    lo_a, hi_a = np.asarray(lo_a, np.float64).reshape(-1, 3), np.asarray(hi_a, np.float64).reshape(-1, 3)
-    lo_b, hi_b = np.asarray(lo_b, np.float64).reshape(-1, 3), np.asarray(hi_b, np.float64).reshape(-1, 3)
-    if lo_a.shape != hi_a.shape or lo_b.shape != hi_b.shape:
-        raise ValueError("box_iou: min and max corners must have the same shape")
-    if (hi_a < lo_a).any() or (hi_b < lo_b).any():
-        raise ValueError("box_iou: a box has a max corner below its min corner")
-    side = np.minimum(hi_a[:, None], hi_b[None]) - np.maximum(lo_a[:, None], lo_b[None])
-    inter = np.clip(side, 0.0, None).prod(-1)
-    union = np.prod(hi_a - lo_a, 1)[:, None] + np.prod(hi_b - lo_b, 1)[None] - inter
+    vol_a, vol_b, inter = _volumes("box_iou", lo_a, hi_a, lo_b, hi_b)
+    union = vol_a[:, None] + vol_b[None] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -37,15 +43,8 @@ def box_iom(lo_a: np.ndarray, hi_a: np.ndarray, lo_b: np.ndarray, hi_b: np.ndarr
     Unlike the IoU it does not fall when a partial view (a small box) is compared with the box an instance
     accumulated over many views.
     """
-    lo_a, hi_a = np.asarray(lo_a, np.float64).reshape(-1, 3), np.asarray(hi_a, np.float64).reshape(-1, 3)
-    lo_b, hi_b = np.asarray(lo_b, np.float64).reshape(-1, 3), np.asarray(hi_b, np.float64).reshape(-1, 3)
-    if lo_a.shape != hi_a.shape or lo_b.shape != hi_b.shape:
-        raise ValueError("box_iom: min and max corners must have the same shape")
-    if (hi_a < lo_a).any() or (hi_b < lo_b).any():
-        raise ValueError("box_iom: a box has a max corner below its min corner")
-    side = np.minimum(hi_a[:, None], hi_b[None]) - np.maximum(lo_a[:, None], lo_b[None])
-    inter = np.clip(side, 0.0, None).prod(-1)
-    small = np.minimum(np.prod(hi_a - lo_a, 1)[:, None], np.prod(hi_b - lo_b, 1)[None])
+    vol_a, vol_b, inter = _volumes("box_iom", lo_a, hi_a, lo_b, hi_b)
+    small = np.minimum(vol_a[:, None], vol_b[None])
     return np.divide(inter, small, out=np.zeros_like(inter), where=small > 0)
 
 
