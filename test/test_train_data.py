@@ -169,3 +169,29 @@ def test_synthetic_instance_ids_name_the_same_object_in_every_frame_of_a_room():
             on = pts[ids == g]
             dist = np.min(np.stack([np.abs(p.sdf(on)) for p in prims]), axis=0)
             assert dist.max() < 5e-3, (g, objects[g].name, dist.max())
+
+
+def test_scannet_frames_pair_within_their_scene_and_share_ids(tmp_path):
+    """ScanNet-layout sequences (here exported synthetic rooms): the pool groups the frames by scene and a pair's
+    ground-truth ids (per-scene object ids) name common objects."""
+    from bifusion_core.data.synthetic import CameraConfig, SequenceConfig, SyntheticSequence
+    from bifusion_core.data.synthetic.export import ExportConfig, export_sequence
+    from bifusion_core.models.bifusion import BiFusionModel
+
+    for k, seed in enumerate((11, 12)):
+        seq = SyntheticSequence(seed, SequenceConfig(n_frames=4, loop_fraction=0.1, camera=CameraConfig.scaled(96, 72)))
+        export_sequence(seq, tmp_path, f"scene{k:04d}_00", ExportConfig(cloud_voxel=0), progress=False)
+    cfg = load_train_config("config/train/synthetic_small.yaml", [
+        "data.source=scannet", f"data.root={tmp_path}", "data.frame_skip=1", "data.frames_per_scene=4",
+        "data.val_scenes=0", "data.batch_size=2", "data.pair_gap=2", "model.frame.stride=2",
+        "model.frame.max_points=2000"])
+    pool = FramePool(cfg.data, "train")
+    assert pool.scene_of.tolist() == [0] * 4 + [1] * 4 and pool.frame_of.tolist() == list(range(4)) * 2
+    sampler = BatchSampler(pool, cfg.data, cfg.model, BiFusionModel(cfg.model).class_names)
+    for step in range(3):
+        b = sampler.batch(step, pairs=True)
+        a, p = b.items
+        assert pool.scene_of[a] == pool.scene_of[p] and 1 <= abs(int(pool.frame_of[a] - pool.frame_of[p])) <= 2
+        ia = set(np.unique(b.targets.instance[b.inp.batch == 0].numpy())) - {-1}
+        ip = set(np.unique(b.targets.instance[b.inp.batch == 1].numpy())) - {-1}
+        assert ia & ip
