@@ -80,9 +80,10 @@ def test_observations_from_a_result():
     inst = [SimpleNamespace(point_indices=np.array([0, 1, 2, 3]), class_id=2, score=0.8),
             SimpleNamespace(point_indices=np.array([7]), class_id=1, score=1.3, embedding=np.ones(4))]
     result = SimpleNamespace(points=pts, colours=np.zeros((10, 3), np.uint8), instances=inst)
-    obs, owner = observations_from_result(result, min_points=1)
+    obs, owner, source = observations_from_result(result, min_points=1)
     assert [o.class_id for o in obs] == [2, 1] and obs[1].score == 1.0  # clipped into [0, 1]
+    assert source.tolist() == [0, 1]
     np.testing.assert_array_equal(owner, [0, 0, 0, 0, -1, -1, -1, 1, -1, -1])
     np.testing.assert_allclose(obs[1].embedding, np.full(4, 0.5))  # unit length
-    obs, owner = observations_from_result(result, min_points=2)
-    assert len(obs) == 1 and owner[7] == -1
+    obs, owner, source = observations_from_result(result, min_points=2)
+    assert len(obs) == 1 and owner[7] == -1 and source.tolist() == [0]

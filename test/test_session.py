@@ -233,3 +233,12 @@ def test_outputs_carry_map_ids_and_merge_instances_that_share_one():
     assert box.id == 7 and (box.color.r, box.color.g, box.color.b) == pytest.approx(id_colour(7))
     with pytest.raises(ValueError, match="map ids for 2 instances"):
         result_outputs(r, header, header, msgs, map_frame=MapFrame((7, 7), point_ids))
+
+
+def test_an_instance_without_points_keeps_its_place_with_id_zero():
+    s = map_session()
+    r = result_of([(0, 0, 0), (2, 0, 0)])
+    empty = Inst(9, 0, 0.9, [0], r.points)
+    empty.point_indices = np.zeros(0, np.int64)
+    r.instances.insert(1, empty)  # an instance without points between the two
+    assert s.map_frame(inputs(1.0), r, "map").instance_ids == (1, 0, 2)

@@ -39,21 +39,23 @@ def _embedding(inst):
     return np.asarray(e.detach().cpu().numpy() if hasattr(e, "detach") else e, np.float64).ravel()
 
 
-def observations_from_result(result, min_points: int = 1) -> tuple[list[Observation], np.ndarray]:
-    """``(observations, point_observation (N,) int64)``: one observation per instance of ``result`` with at
-    least ``min_points`` points (world metres), and for each of its N points the index of the observation it
-    belongs to (-1: none)."""
+def observations_from_result(result, min_points: int = 1) -> tuple[list[Observation], np.ndarray, np.ndarray]:
+    """``(observations, point_observation (N,) int64, source (K,) int64)``: one observation per instance of
+    ``result`` with at least ``min_points`` points (world metres); for each of its N points the index of the
+    observation it belongs to (-1: none); for each of the K observations the index of its instance in
+    ``result.instances``."""
     owner = np.full(len(result.points), -1, np.int64)
-    obs = []
-    for inst in result.instances:
+    obs, source = [], []
+    for k, inst in enumerate(result.instances):
         idx = _indices(inst.point_indices)
         if len(idx) < max(1, min_points):
             continue
         owner[idx] = len(obs)
+        source.append(k)
         obs.append(Observation(points=np.asarray(result.points)[idx], class_id=int(inst.class_id),
                                score=float(min(max(float(inst.score), 0.0), 1.0)), embedding=_embedding(inst),
                                colours=np.asarray(result.colours)[idx]))
-    return obs, owner
+    return obs, owner, np.asarray(source, np.int64)
 
 
 def oracle_observations(points: np.ndarray, gt_instance: np.ndarray, gt_class: np.ndarray,

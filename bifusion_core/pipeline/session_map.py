@@ -125,18 +125,11 @@ class SessionMap:
 
     def merge_result(self, result, stamp: float) -> MapFrame:
         """Merge a frame's model instances (see the module doc). Raises ``ValueError`` (map unchanged)."""
-        obs, owner = observations_from_result(result, 1)
+        obs, owner, source = observations_from_result(result, 1)
         frame = self.merge(obs, owner, result, stamp)
-        # observations_from_result keeps every instance with at least one point, in order; map ids per
-        # observation -> per instance of the result
-        per_instance, k = [], 0
-        for inst in result.instances:
-            if int(getattr(inst, "point_count", 1)) >= 1:
-                per_instance.append(frame.instance_ids[k])
-                k += 1
-            else:
-                per_instance.append(0)
-        return MapFrame(tuple(per_instance), frame.point_ids)
+        per_instance = np.zeros(len(result.instances), np.int64)
+        per_instance[source] = frame.instance_ids
+        return MapFrame(tuple(int(i) for i in per_instance), frame.point_ids)
 
     def due(self, stamp: float) -> bool:
         """Whether the map should be published with the frame stamped ``stamp`` (seconds); marks it published
