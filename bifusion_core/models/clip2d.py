@@ -312,6 +312,10 @@ class Clip2DConfig:
         prompt_template: text prompt, ``{name}`` is replaced by the class name.
         quick_gelu: ``None`` follows the tag (OpenAI weights: True); a bool forces it.
         resize_to: optional ``(H, W)`` to resize images to before the tower (coordinates are mapped).
+        max_side: without ``resize_to``, images whose long side exceeds this many pixels are downscaled (aspect
+            kept, antialiased) before the tower, which bounds its cost whatever the camera sends (attention is
+            quadratic in the token count: a 4000x3000 frame would be 47,000 tokens). Default 640, the long side
+            of the training frames (ScanNet 640x480); ``None``: no limit.
         image_mean / image_std: override the tag's normalisation.
     """
 
@@ -325,10 +329,14 @@ class Clip2DConfig:
     prompt_template: str = "a photo of a {name}."
     quick_gelu: bool | None = None
     resize_to: tuple[int, int] | None = None
+    max_side: int | None = 640
     image_mean: tuple[float, float, float] | None = None
     image_std: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.max_side is not None and (isinstance(self.max_side, bool) or not isinstance(self.max_side, int)
+                                          or self.max_side < 16):
+            raise ValueError(f"max_side must be an integer >= 16 or None, got {self.max_side!r}")
         if not isinstance(self.model_name, str) or not self.model_name:
             raise ValueError("model_name must be a non-empty string")
         if self.model_name.startswith(("hf-hub:", "local-dir:")):
@@ -449,8 +457,9 @@ class Clip2D(nn.Module):
         H, W = x.shape[-2:]
         x = (x - self.mean) / self.std
         sx = sy = 1.0
-        if self.cfg.resize_to is not None and tuple(self.cfg.resize_to) != (H, W):
-            h2, w2 = self.cfg.resize_to
+        target = self.input_size(int(H), int(W))
+        if target != (H, W):
+            h2, w2 = target
             x = F.interpolate(x, size=(h2, w2), mode="bilinear", align_corners=False, antialias=h2 < H or w2 < W)
             sx, sy = w2 / W, h2 / H
         P = self.patch
@@ -458,6 +467,17 @@ class Clip2D(nn.Module):
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), value=0.0)
         return x, (int(H), int(W)), (sx, sy)
+
+    def input_size(self, H: int, W: int) -> tuple[int, int]:
+        """``(H, W)`` of the image the tower sees for an ``H x W`` input: ``resize_to`` when set, else the
+        input downscaled so that its long side is at most ``max_side`` (aspect kept, sides rounded)."""
+        if self.cfg.resize_to is not None:
+            return tuple(self.cfg.resize_to)
+        m = self.cfg.max_side
+        if m is None or max(H, W) <= m:
+            return H, W
+        f = m / max(H, W)
+        return max(1, round(H * f)), max(1, round(W * f))
 
     def _pos_embed(self, hp: int, wp: int) -> torch.Tensor:
         vis = self.clip.visual
