@@ -1,5 +1,6 @@
 """ScanNet-standard metrics on hand-computed cases: instance AP / AP50 / AP25 and semantic IoU / mIoU."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -284,3 +285,73 @@ def test_frame_instance_inputs_encode_ground_truth_and_predictions():
     assert gt_ids.tolist() == [2003, 2003, 1005, 0, 0]
     assert out[0].mask.tolist() == [True, True, False, False, False] and out[0].label_id == 2
     assert out[0].confidence == pytest.approx(0.8) and out[1].label_id == 0
+
+
+# -- hardening (issue 13): bad input is a clear error -------------------------------------------------------
+
+
+def test_confusion_compares_full_shapes_not_only_sizes():
+    """A three-channel ground truth read at N points is (N, 3): refused against an (N,) prediction with both
+    shapes named (it used to be flattened to 3N values and reported as a size mismatch by chance only)."""
+    gt = np.zeros((4, 3), np.int64)
+    with pytest.raises(ValueError, match=r"shape \(4, 3\).*\(12,\)"):
+        confusion_matrix(gt, np.zeros(12, np.int64), 2)  # same size, different shape: was accepted
+    with pytest.raises(ValueError, match=r"shape \(4, 3\).*\(4,\)"):
+        SemanticEvaluator(2).update(gt, np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="integer class indices"):
+        confusion_matrix(np.array([0.5, 1.0]), np.array([0, 1]), 2)
+    conf, _ = confusion_matrix(np.array([0.0, 1.0]), np.array([0, 1]), 2)  # whole-number floats are fine
+    assert conf.tolist() == [[1, 0], [0, 1]]
+
+
+def test_read_ids_refuses_values_outside_int64_with_the_file_and_line(tmp_path, caplog):
+    from bifusion_core.eval.io import read_ids
+
+    (tmp_path / "big.txt").write_text("3\n99999999999999999999999\n")
+    with pytest.raises(ValueError, match=r"big\.txt: value 2 .*64-bit"):
+        read_ids(tmp_path / "big.txt")
+    (tmp_path / "neg.txt").write_text(f"{-2**63}\n{2**63 - 1}\n")
+    assert read_ids(tmp_path / "neg.txt").tolist() == [-2**63, 2**63 - 1]
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    write_ids(gt_dir / "s.txt", [3, 4])
+    pred_dir.mkdir()
+    (pred_dir / "s.txt").write_text("3\n99999999999999999999999\n")
+    assert eval_main(["semantic", "--pred", str(pred_dir), "--gt", str(gt_dir), "--classes", "test_abc", "-q"]) == 2
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "64-bit" in errors[0].getMessage() and "s.txt" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize("gt_values", [[0, 0, 0], []], ids=["all-unlabelled", "empty"])
+def test_semantic_cli_without_labelled_ground_truth_is_an_error(tmp_path, caplog, gt_values):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    (gt_dir / "s.txt").write_text("".join(f"{v}\n" for v in gt_values))
+    (pred_dir / "s.txt").write_text("".join("3\n" for _ in gt_values))
+    out = tmp_path / "sem.json"
+    rc = eval_main(["semantic", "--pred", str(pred_dir), "--gt", str(gt_dir), "--classes", "test_abc", "--json",
+                    str(out), "-q"])
+    assert rc == 2 and not out.exists()
+    assert "no labelled points" in caplog.text and not re.search(r"\bnan\b", caplog.text.lower())
+
+
+def test_semantic_cli_warns_about_one_unlabelled_scene_but_scores_the_others(tmp_path, caplog):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    write_ids(gt_dir / "a.txt", [3, 3, 4])
+    write_ids(pred_dir / "a.txt", [3, 3, 4])
+    write_ids(gt_dir / "b.txt", [0, 0])
+    write_ids(pred_dir / "b.txt", [3, 4])
+    out = tmp_path / "sem.json"
+    assert eval_main(["semantic", "--pred", str(pred_dir), "--gt", str(gt_dir), "--classes", "test_abc", "--json",
+                      str(out), "-q"]) == 0
+    assert "b.txt: no labelled point" in caplog.text
+    assert json.loads(out.read_text())["miou"] == pytest.approx(1.0)
+
+
+def test_instance_cli_without_ground_truth_instances_is_an_error(tmp_path, caplog):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    n = 300
+    write_ids(gt_dir / "s.txt", np.zeros(n, np.int64))
+    write_instance_predictions(pred_dir, "s", [np.ones(n, bool)], [A], [0.9])
+    assert eval_main(["instance", "--pred", str(pred_dir), "--gt", str(gt_dir), "--classes", "test_abc", "-q"]) == 2
+    assert "no instance" in caplog.text

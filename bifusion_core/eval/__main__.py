@@ -3,7 +3,12 @@ the ScanNet benchmark's submission format (see :mod:`bifusion_core.eval.io`) and
 
 instance: ``PRED/SCENE.txt`` lists ``MASK_FILE LABEL_ID CONFIDENCE``; ``GT/SCENE.txt`` holds
 ``label_id * 1000 + instance`` per vertex. Prints AP (0.50:0.95), AP50, AP25.
-semantic: ``PRED/SCENE.txt`` and ``GT/SCENE.txt`` hold one label id per vertex. Prints IoU per class, mIoU.
+semantic: ``PRED/SCENE.txt`` and ``GT/SCENE.txt`` hold one label id per vertex. Prints IoU per class, mIoU
+(a class with neither ground truth nor predictions has no IoU and stays out of the mean).
+
+Exit status 0, or 2 with a one-line error for unusable input: a missing file, a value that is not a 64-bit
+integer, files of different lengths, or ground truth with nothing to score (no labelled point / no instance of
+the evaluated classes in any scene; a single such scene is only a warning).
 """
 from __future__ import annotations
 
@@ -35,6 +40,12 @@ def run_instance(args) -> dict:
         m = match_scene(gt, preds, cfg, uid)
         uid += sum(len(v) for v in m.pred.values())
         matches.append(m)
+    n_gt = sum(1 for m in matches for gts in m.gt.values() for g in gts
+               if g.instance_id >= 1000 and g.vert_count >= cfg.min_region_size)
+    if n_gt == 0:
+        raise ValueError(f"the ground truth ({args.gt}) has no instance of the {cfg.class_set.name} classes with at "
+                         f"least {cfg.min_region_size} vertices in any of the {len(pairs)} scene(s): nothing to "
+                         "score (all unlabelled, empty files, or the wrong --classes / format?)")
     result = summarize(evaluate_matches(matches, cfg), cfg)
     print(result.table())
     return {"task": "instance", "scenes": len(pairs), "classes": cfg.class_set.name,
@@ -52,7 +63,14 @@ def run_semantic(args) -> dict:
             raise ValueError(f"{pred_file}: {len(pred)} values, but {gt_file} has {len(gt)}")
         if args.gt_instance_ids:
             gt = gt // 1000
-        ev.update(classes.to_index(gt), classes.to_index(pred))
+        gt_index = classes.to_index(gt)
+        if not (gt_index >= 0).any():
+            log.warning("%s: no labelled point of the %s classes (%d values)", gt_file, classes.name, len(gt))
+        ev.update(gt_index, classes.to_index(pred))
+    if ev.confusion.sum() + ev.missed.sum() == 0:
+        raise ValueError(f"the ground truth ({args.gt}) has no labelled points of the {classes.name} classes in any "
+                         f"of the {len(pairs)} scene(s): nothing to score (all 0 = unannotated, empty files, or the "
+                         "wrong --classes / --gt-instance-ids?)")
     result = ev.result()
     print(result.table())
     return {"task": "semantic", "scenes": len(pairs), "classes": classes.name, **result.to_dict()}

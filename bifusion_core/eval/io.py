@@ -20,20 +20,30 @@ RESULT_FILES = {"semantic_instance_evaluation.txt", "semantic_label_evaluation.t
 
 
 def read_ids(path) -> np.ndarray:
-    """``(N,)`` int64 from a file of one integer per line; errors name the file and line."""
+    """``(N,)`` int64 from a file of one integer per line; errors name the file and line.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a value that is not an integer, or one outside the int64 range (the numbers are ids).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"file not found: {path}")
     tokens = path.read_text(errors="replace").split()
     try:
         return np.array(tokens, dtype=np.int64)
-    except ValueError:
-        for lineno, tok in enumerate(tokens, start=1):
-            try:
-                int(tok)
-            except ValueError:
-                raise ValueError(f"{path}: value {lineno} ({tok!r}) is not an integer") from None
-        raise
+    except (ValueError, OverflowError):
+        pass
+    info = np.iinfo(np.int64)
+    for lineno, tok in enumerate(tokens, start=1):
+        try:
+            value = int(tok)
+        except ValueError:
+            raise ValueError(f"{path}: value {lineno} ({tok!r}) is not an integer") from None
+        if not info.min <= value <= info.max:
+            shown = tok if len(tok) <= 40 else tok[:37] + "..."
+            raise ValueError(f"{path}: value {lineno} ({shown}) is outside the 64-bit integer range") from None
+    raise ValueError(f"{path}: cannot read its values as 64-bit integers")
 
 
 def write_ids(path, ids: np.ndarray) -> None:

@@ -20,18 +20,30 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int,
     """Confusion of one prediction.
 
     Args:
-        gt, pred: ``(N,)`` integer class indices.
+        gt, pred: integer class indices of the same shape (``(N,)``, or e.g. ``(H, W)`` per pixel).
         num_classes: C.
         ignore_index: ground-truth value to skip (any value outside ``[0, C)`` is skipped too).
 
     Returns:
         ``confusion (C, C)`` int64 (rows ground truth, columns prediction) and ``missed (C,)`` int64, the
         points of each ground-truth class whose prediction is outside ``[0, C)``.
+
+    Raises:
+        ValueError: ``gt`` and ``pred`` differ in shape (not only in size: an ``(N, 3)`` ground truth, say a
+            three-channel label image read at N points, is refused against an ``(N,)`` prediction), or hold
+            something other than integer class indices (floats must be whole numbers).
     """
-    gt = np.asarray(gt).astype(np.int64).ravel()
-    pred = np.asarray(pred).astype(np.int64).ravel()
+    gt, pred = np.asarray(gt), np.asarray(pred)
     if gt.shape != pred.shape:
-        raise ValueError(f"ground truth has {gt.size} values, prediction {pred.size}")
+        raise ValueError(f"ground truth has shape {gt.shape} ({gt.size} values), prediction {pred.shape} "
+                         f"({pred.size} values); they must match (one class index per point)")
+    for what, a in (("ground truth", gt), ("prediction", pred)):
+        if a.dtype.kind == "f" and a.size and not (np.isfinite(a).all() and (a == np.rint(a)).all()):
+            raise ValueError(f"{what} must hold integer class indices, got non-integer values ({a.dtype})")
+        if a.dtype.kind not in "uibf":
+            raise ValueError(f"{what} must hold integer class indices, got dtype {a.dtype}")
+    gt = gt.astype(np.int64).ravel()
+    pred = pred.astype(np.int64).ravel()
     keep = (gt != ignore_index) & (gt >= 0) & (gt < num_classes)
     gt, pred = gt[keep], pred[keep]
     in_range = (pred >= 0) & (pred < num_classes)
@@ -97,7 +109,7 @@ class SemanticEvaluator:
         self.missed = np.zeros(num_classes, np.int64)
 
     def update(self, gt: np.ndarray, pred: np.ndarray) -> None:
-        """Add one scene: ``gt``/``pred`` ``(N,)`` contiguous class indices."""
+        """Add one scene: ``gt``/``pred`` ``(N,)`` contiguous class indices (same shape, else ``ValueError``)."""
         c, m = confusion_matrix(gt, pred, self.num_classes, self.ignore_index)
         self.confusion += c
         self.missed += m
