@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bifusion_core.io.class_list import parse_class_list
 from bifusion_core.mapping.config import OVERLAP_KINDS
 from bifusion_core.pipeline.session import MISSING_TF_POLICIES
 
@@ -266,35 +267,13 @@ def resolve_topic(topic: str, node_name: str = NODE_NAME, namespace: str = "/") 
 
 
 def parse_string_list(text) -> list[str]:
-    """A launch argument -> list of strings: ``""`` -> ``[]``; ``"[chair, 'coffee table']"`` (YAML flow
-    list) or ``"chair, coffee table"`` (comma separated) -> ``['chair', 'coffee table']``.
+    """A launch argument -> list of class names (:func:`bifusion_core.io.class_list.parse_class_list`: ``""``
+    -> ``[]``; a YAML flow list or comma-separated names).
 
     Raises:
-        ValueError: a YAML list holding something other than non-empty strings, or an empty item.
+        ValueError: a YAML list holding something other than non-empty strings, an empty or repeated item.
     """
-    if isinstance(text, (list, tuple)):
-        items = list(text)
-    else:
-        s = str(text).strip()
-        if not s:
-            return []
-        if s.startswith("["):
-            import yaml
-
-            items = yaml.safe_load(s)
-            if not isinstance(items, list):
-                raise ValueError(f"not a list: {text!r}")
-        else:
-            items = s.split(",")
-    out = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ValueError(f"class names must be strings, got {item!r} in {text!r}")
-        item = item.strip()
-        if not item:
-            raise ValueError(f"empty class name in {text!r}")
-        out.append(item)
-    return out
+    return parse_class_list(text)
 
 
 def parse_bool(text) -> bool:

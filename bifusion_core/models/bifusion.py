@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..geometry import backproject, compute_valid_mask
+from ..io.class_list import check_class_names
 from .clip2d import Clip2D, Clip2DConfig
 from .decoder import DecoderConfig, DecoderOutput, QueryDecoder, SemanticHead, pad_superpoints
 from .fusion_gate import FusionGateConfig, LiteFusionGate
@@ -270,9 +271,7 @@ class BiFusionModel(nn.Module):
     def set_classes(self, names: list[str]) -> None:
         """Change the label space: any list with open-vocabulary classes; a fixed classifier only takes its
         own number of classes (a renaming)."""
-        names = [str(n) for n in names]
-        if not names:
-            raise ValueError("the class list is empty")
+        names = check_class_names(list(names) if isinstance(names, (list, tuple)) else names)
         if not self.open_vocab and len(names) != self.cfg.decoder.num_classes:
             raise ValueError(f"this checkpoint has a fixed {self.cfg.decoder.num_classes}-class classifier; "
                              f"{len(names)} names given (train with decoder.open_vocab=true for free prompts)")
