@@ -190,7 +190,11 @@ def _colour_image(rgb, shape, device) -> torch.Tensor:
     if c.dtype == torch.uint8:
         return c.to(torch.float32) / 255.0
     if c.is_floating_point():
-        return c.to(torch.float32)
+        c = c.to(torch.float32)
+        if c.numel() and not (torch.isfinite(c).all() and float(c.min()) >= 0.0 and float(c.max()) <= 1.0):
+            raise ValueError("a float rgb image must hold finite values in [0, 1] (got values outside it: a 0..255 "
+                             "float image? convert it to uint8)")
+        return c
     raise ValueError(f"rgb must be uint8 or float in [0, 1], got {c.dtype}")
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .io.class_list import parse_class_list
 
 log = logging.getLogger("bifusion.infer")
 
@@ -38,6 +41,18 @@ def read_frame(color: str, depth: str, depth_scale: float):
     return rgb, d
 
 
+def read_pose(path: str) -> np.ndarray:
+    """A ScanNet-style 4x4 camera->world text file (16 numbers); the rigid-transform check happens where the
+    points are built (:func:`bifusion_core.geometry.check_pose`)."""
+    try:
+        vals = np.loadtxt(path, dtype=np.float64, ndmin=1).reshape(-1)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"--pose {path}: not a 4x4 text matrix ({exc})") from exc
+    if vals.size != 16:
+        raise ValueError(f"--pose {path}: expected 16 numbers (a 4x4 matrix), got {vals.size}")
+    return vals.reshape(4, 4)
+
+
 def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
     try:
         vals = tuple(float(x) for x in text.split(","))
@@ -48,16 +63,47 @@ def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
     return vals
 
 
+def positive_scale(text: str) -> float:
+    """``--depth-scale``: metres per depth unit, a finite number > 0."""
+    try:
+        val = float(text)
+    except ValueError:
+        val = math.nan
+    if not (math.isfinite(val) and val > 0):
+        raise argparse.ArgumentTypeError(f"--depth-scale must be a finite number of metres per unit > 0 "
+                                         f"(0.001 for millimetre PNGs), got {text!r}")
+    return val
+
+
+def class_list(text: str) -> list[str]:
+    try:
+        return parse_class_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--classes: {exc}") from exc
+
+
+def check_out_dir(path: str) -> Path:
+    """The output directory: created if missing; an existing file there is an error."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bifusion_core.infer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--color", required=True, help="colour image (PNG/JPG)")
     ap.add_argument("--depth", required=True, help="depth image aligned to the colour image (16-bit PNG)")
     ap.add_argument("--intrinsics", required=True, type=parse_intrinsics, help="fx,fy,cx,cy of the colour camera")
-    ap.add_argument("--depth-scale", type=float, default=0.001, help="metres per depth unit (default 0.001)")
+    ap.add_argument("--depth-scale", type=positive_scale, default=0.001,
+                    help="metres per unit of a 16-bit depth PNG, > 0 (default 0.001: millimetres)")
     ap.add_argument("--pose", help="optional 4x4 camera->world text file (ScanNet pose format)")
     ap.add_argument("--checkpoint", help="model checkpoint (default: the shipped demo checkpoint)")
-    ap.add_argument("--classes", help="comma-separated class names (open-vocabulary checkpoints)")
+    ap.add_argument("--classes", type=class_list,
+                    help="class names / prompts replacing the checkpoint's: 'a,b,c' or '[a, b, c]' (open-vocabulary "
+                         "checkpoints; a fixed-class one takes only as many names as it has classes, a renaming)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--name", help="output file stem (default: the colour image's stem)")
@@ -67,15 +113,15 @@ def main(argv=None) -> int:
     from .io.render import write_result
 
     try:
+        out = check_out_dir(args.out)
         rgb, depth = read_frame(args.color, args.depth, args.depth_scale)
-        pose = np.loadtxt(args.pose).reshape(4, 4) if args.pose else np.eye(4)
-        proc = FrameProcessor.from_checkpoint(args.checkpoint, args.device,
-                                              classes=args.classes.split(",") if args.classes else None)
+        pose = read_pose(args.pose) if args.pose else np.eye(4)
+        proc = FrameProcessor.from_checkpoint(args.checkpoint, args.device, classes=args.classes or None)
         result = proc.process(Frame(rgb, depth, args.intrinsics, pose))
+        paths = write_result(out, args.name or Path(args.color).stem, result, rgb)
     except (ValueError, FileNotFoundError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    paths = write_result(args.out, args.name or Path(args.color).stem, result, rgb)
     log.info("%d points, %d instances; stages: %s", result.num_points, len(result.instances),
              ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in result.timings.items()))
     for kind, p in paths.items():

@@ -14,6 +14,10 @@ from ..models.bifusion import BiFusionModel, StageTimer, batch_superpoints, fram
 from ..models.checkpoint import load_model
 from .types import Frame, FrameResult
 
+DEFAULT_MAX_POINTS = 200_000
+"""Point cap of a frame when the checkpoint's ``frame.max_points`` is None: whatever the camera sends, one
+frame's cost stays bounded."""
+
 log = logging.getLogger(__name__)
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo" / "synthetic_small.pt"
@@ -36,10 +40,18 @@ def default_checkpoint() -> Path:
 
 
 class FrameProcessor:
-    """Runs :class:`BiFusionModel` on single frames (inference mode, optional fp16 autocast on CUDA)."""
+    """Runs :class:`BiFusionModel` on single frames (inference mode, optional fp16 autocast on CUDA).
+
+    Bounded cost per frame, whatever the camera sends: at most ``frame.max_points`` points of the model config
+    (:data:`DEFAULT_MAX_POINTS` when that is None) and a 2D tower input of at most ``clip.max_side`` pixels on
+    its long side (see :class:`~bifusion_core.models.clip2d.Clip2DConfig`). Every result's outputs are checked
+    for NaN/inf (:meth:`FrameResult.check_finite`) before they are returned.
+    """
 
     def __init__(self, model: BiFusionModel, device: str | torch.device = "auto", half: bool = False):
         self.device = pick_device(device) if isinstance(device, str) else device
+        if model.cfg.frame.max_points is None:
+            model.cfg.frame.max_points = DEFAULT_MAX_POINTS
         self.model = model.to(self.device).eval()
         self.half = bool(half) and self.device.type == "cuda"
         self.checkpoint: Path | None = None  # the file the model came from (set by from_checkpoint)
@@ -71,7 +83,8 @@ class FrameProcessor:
     def process(self, frame: Frame) -> FrameResult:
         """One frame -> :class:`FrameResult` (points in the frame's world frame).
 
-        Raises ``ValueError`` for unusable input (size mismatch, no depth, bad pose/intrinsics).
+        Raises ``ValueError`` for unusable input (size mismatch, no depth, bad pose/intrinsics), and its
+        subclass :class:`~bifusion_core.pipeline.types.NonFiniteOutput` when the model's outputs are not finite.
         """
         t_all = time.perf_counter()
         timer = StageTimer(True)
@@ -94,7 +107,7 @@ class FrameProcessor:
         # alpha over the image: each sampled pixel's stride x stride block
         alpha_img = splat(pixels, alpha.astype(np.float32), frame.rgb.shape[:2], cfg.frame.stride, fill=np.nan)
         timer.times["total"] = time.perf_counter() - t_all
-        return FrameResult(
+        result = FrameResult(
             points=pts.astype(np.float32),
             colours=(inp.colours.cpu().numpy() * 255).round().astype(np.uint8),
             semantic=seg.semantic.numpy().astype(np.int64), instance=instance.astype(np.int64),
@@ -102,3 +115,5 @@ class FrameProcessor:
             instances=seg.instances, class_names=self.class_names, stamp=frame.stamp, frame_id=frame.frame_id,
             timings=dict(timer.times), alpha_image=alpha_img, stride=cfg.frame.stride,
         )
+        result.check_finite()
+        return result

@@ -8,7 +8,7 @@ messages and poses come from. Everything after that is :class:`FrameSession`:
 - the missing-pose policy (``on_missing_tf``: ``skip`` counts ``missing_tf`` and drops the frame,
   ``identity`` uses the identity pose and the camera frame as the output frame, counted as ``identity_pose``);
 - the :class:`~bifusion_core.pipeline.types.Frame` handed to the processor, and a processor failure counted as
-  ``processor_error``;
+  ``processor_error`` (``bad_output`` when its outputs were not finite);
 - skip counting per reason (:data:`SKIP_REASONS`) with one log line per reason at most every ``log_period``
   seconds (the first occurrence always), and the first detail of each reason;
 - frame counters and per-stage latency (:class:`LatencyStats`);
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .session_map import MapFrame, SessionMap
-from .types import Frame
+from .types import Frame, NonFiniteOutput
 
 __all__ = ["SKIP_REASONS", "MISSING_TF_POLICIES", "FrameSkipped", "LatencyStats", "FrameInputs", "FrameSession",
            "MapFrame"]
@@ -39,6 +39,7 @@ SKIP_REASONS = (
     "bad_camera_info",   # zero / non-finite K, skew, binning, ROI, unsupported distortion
     "missing_tf",        # no world_frame <- camera frame transform at the image stamp (on_missing_tf=skip)
     "processor_error",   # the model raised on this frame
+    "bad_output",        # the model's outputs were not finite (NaN/inf): nothing published, merged or scored
     "publish_error",     # building or publishing (or writing) an output message raised
 )
 """Why a frame is skipped; each is counted (and reported on ``/diagnostics`` and in replay's metrics)."""
@@ -211,6 +212,8 @@ class FrameSession:
         try:
             with self.processor_lock:
                 result = self.processor.process(frame)
+        except NonFiniteOutput as exc:
+            raise FrameSkipped("bad_output", str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - one bad frame must not end the node or the replay
             raise FrameSkipped("processor_error", f"{type(exc).__name__}: {exc}") from exc
         inputs.timings["process"] = time.perf_counter() - t0

@@ -1,6 +1,7 @@
 """What the ROS-free frame pipeline takes and returns (the contract the ROS node and replay build on)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,15 +11,21 @@ from ..models.postprocess import Instance
 
 @dataclass
 class Frame:
-    """One RGB-D frame.
+    """One RGB-D frame: the pipeline's input contract, checked when the frame is built.
 
     Attributes:
-        rgb: ``(H, W, 3)`` uint8 RGB.
-        depth: ``(H, W)`` float32 metres (0 or NaN = no reading) or uint16 millimetres.
-        intrinsics: ``(fx, fy, cx, cy)`` of the (aligned) colour camera.
-        pose: ``(4, 4)`` camera(optical)->world transform; identity when the world frame is the camera's.
-        stamp: seconds.
+        rgb: ``(H, W, 3)`` uint8 RGB (float images are refused: 0..1 and 0..255 floats cannot be told apart
+            reliably, and the outputs' colours are uint8).
+        depth: ``(H, W)`` float32/float64 metres (0, negative, NaN or inf = no reading) or uint16 millimetres,
+            the size of ``rgb`` (aligned to the colour camera).
+        intrinsics: ``(fx, fy, cx, cy)`` pixels of the (aligned) colour camera: finite, ``fx, fy > 0``.
+        pose: ``(4, 4)`` camera(optical)->world transform; identity when the world frame is the camera's
+            (finite, rigid: checked where the points are built, :func:`bifusion_core.geometry.check_pose`).
+        stamp: seconds (finite).
         frame_id: world frame name of the outputs (e.g. "map").
+
+    Raises:
+        ValueError: naming the field that breaks the contract.
     """
 
     rgb: np.ndarray
@@ -27,6 +34,47 @@ class Frame:
     pose: np.ndarray
     stamp: float = 0.0
     frame_id: str = "map"
+
+    def __post_init__(self) -> None:
+        rgb, depth = self.rgb, self.depth
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"frame rgb must be an (H, W, 3) numpy array, got {_describe(rgb)}")
+        if rgb.dtype != np.uint8:
+            raise ValueError(f"frame rgb must be uint8 (0..255), got {rgb.dtype}; convert float images with "
+                             "np.clip(x * 255, 0, 255).astype(np.uint8) for 0..1 values")
+        if not isinstance(depth, np.ndarray) or depth.ndim != 2:
+            raise ValueError(f"frame depth must be an (H, W) numpy array, got {_describe(depth)}")
+        if depth.dtype not in (np.uint16, np.float32, np.float64):
+            raise ValueError(f"frame depth must be uint16 millimetres or float32/float64 metres, got {depth.dtype}")
+        if depth.shape != rgb.shape[:2]:
+            raise ValueError(f"frame rgb {rgb.shape[:2]} and depth {depth.shape} sizes differ (H, W); depth must "
+                             "be aligned to the colour image")
+        try:
+            intr = tuple(float(v) for v in self.intrinsics)
+        except (TypeError, ValueError):
+            intr = ()
+        if len(intr) != 4 or not all(math.isfinite(v) for v in intr) or min(intr[0], intr[1]) <= 0:
+            raise ValueError(f"frame intrinsics must be four finite numbers (fx, fy, cx, cy) with fx, fy > 0, got "
+                             f"{self.intrinsics!r}")
+        self.intrinsics = intr
+        pose = np.asarray(self.pose)
+        if pose.shape != (4, 4) or not np.issubdtype(pose.dtype, np.number) or not np.isfinite(pose).all():
+            raise ValueError(f"frame pose must be a finite 4x4 matrix, got {_describe(self.pose)}")
+        try:
+            stamp = float(self.stamp)
+        except (TypeError, ValueError):
+            stamp = math.nan
+        if not math.isfinite(stamp):
+            raise ValueError(f"frame stamp must be finite seconds, got {self.stamp!r}")
+        self.stamp = stamp
+        if not isinstance(self.frame_id, str):
+            raise ValueError(f"frame frame_id must be a string, got {type(self.frame_id).__name__}")
+
+
+def _describe(x) -> str:
+    if isinstance(x, np.ndarray):
+        return f"{x.dtype} array of shape {x.shape}"
+    return type(x).__name__
 
 
 @dataclass
@@ -64,3 +112,26 @@ class FrameResult:
     @property
     def num_points(self) -> int:
         return int(self.points.shape[0])
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteOutput` naming the first output (points, score, alpha, an instance's score,
+        box or merge embedding) that holds a NaN or inf. The processor calls it once on every result, where the
+        outputs leave the model, so nothing non-finite is published, merged into the map or scored."""
+        for name in ("points", "score", "alpha"):
+            arr = getattr(self, name)
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                raise NonFiniteOutput(f"{int(bad.sum())} of {arr.size} {name} values are not finite")
+        for inst in self.instances:
+            values = {"score": np.asarray([inst.score], np.float64), "center": np.asarray(inst.center),
+                      "size": np.asarray(inst.size)}
+            if inst.embedding is not None:
+                values["embedding"] = np.asarray(inst.embedding)
+            for name, arr in values.items():
+                if not np.isfinite(arr).all():
+                    raise NonFiniteOutput(f"instance {inst.id} ({inst.class_name!r}) has a non-finite {name}")
+
+
+class NonFiniteOutput(ValueError):
+    """The model's outputs for a frame hold NaN or inf (e.g. a diverged model, or fp16 overflow); the frame is
+    skipped (counted as ``bad_output``), never published or scored."""
