@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..config import configclass, spec
 from .matcher import MatcherConfig, hungarian_match
 from .terms import (alignment_loss, dice_loss, knn_indices, merge_loss, noview_pseudo_label_loss,
                     softmax_focal_loss, spatial_consistency_loss, stage_weights, weighted_bce)
@@ -15,38 +16,28 @@ from .terms import (alignment_loss, dice_loss, knn_indices, merge_loss, noview_p
 MERGE_STAGE = 3
 
 
-@dataclass
+@configclass
 class LossConfig:
     ignore_index: int = -100
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    w_cls: float = 1.0
-    w_mask: float = 0.8
-    w_obj: float = 0.2
-    mask_bce: float = 0.6
-    mask_dice: float = 0.4
-    tau: float = 0.07
-    align_grad_2d: float = 0.05
-    knn: int = 8
-    pseudo_confidence: float = 0.8
-    w_spatial: float = 1.0   # λ41
-    w_noview: float = 1.0    # λ42
-    aux_points: int = 4096   # L_aux on this many points per batch (evenly spaced), neighbours from all points
+    focal_alpha: float = spec(0.25, ge=0, le=1)
+    focal_gamma: float = spec(2.0, ge=0)
+    w_cls: float = spec(1.0, ge=0)
+    w_mask: float = spec(0.8, ge=0)
+    w_obj: float = spec(0.2, ge=0)
+    mask_bce: float = spec(0.6, ge=0)
+    mask_dice: float = spec(0.4, ge=0)
+    tau: float = spec(0.07, gt=0)
+    align_grad_2d: float = spec(0.05, ge=0)
+    knn: int = spec(8, ge=1)
+    pseudo_confidence: float = spec(0.8, ge=0, le=1)
+    w_spatial: float = spec(1.0, ge=0)   # λ41
+    w_noview: float = spec(1.0, ge=0)    # λ42
+    aux_points: int = spec(4096, ge=1)   # L_aux on this many points per batch (evenly spaced), neighbours from all points
     deep_supervision: bool = True
-    min_instance_points: int = 10
-    w_merge: float = 1.0     # weight of L_merge (stage S3)
-    merge_tau: float = 0.1   # temperature of the merge embeddings' cosine logits
+    min_instance_points: int = spec(10, ge=0)
+    w_merge: float = spec(1.0, ge=0)     # weight of L_merge (stage S3)
+    merge_tau: float = spec(0.1, gt=0)   # temperature of the merge embeddings' cosine logits
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
-
-    def __post_init__(self) -> None:
-        if self.knn < 1 or not 0 < self.tau or not 0 <= self.pseudo_confidence <= 1:
-            raise ValueError("knn >= 1, tau > 0 and pseudo_confidence in [0, 1] are required")
-        for name in ("w_merge", "merge_tau"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"loss.{name} must be a number, got {v!r}")
-        if not self.w_merge >= 0 or not self.merge_tau > 0:
-            raise ValueError(f"loss.w_merge must be >= 0 and loss.merge_tau > 0, got {self.w_merge} and {self.merge_tau}")
 
 
 @dataclass

@@ -1,25 +1,25 @@
 """Hungarian matching of decoder queries to ground-truth instances (class, BCE and Dice mask costs)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from ..config import configclass, spec
 
-@dataclass
+
+@configclass
 class MatcherConfig:
     """Weights of the matching cost terms. ``cost_seed`` prefers, for each instance, a superpoint query whose
     own superpoint lies inside it (cost ``1 - fraction of that superpoint in the instance``; learnable queries
     pay the full weight): superpoint queries then learn the instance they seed, as in ESAM/OneFormer3D,
     instead of a few learnable queries taking every match."""
 
-    cost_class: float = 1.0
-    cost_bce: float = 1.0
-    cost_dice: float = 1.0
-    cost_seed: float = 1.0
+    cost_class: float = spec(1.0, ge=0)
+    cost_bce: float = spec(1.0, ge=0)
+    cost_dice: float = spec(1.0, ge=0)
+    cost_seed: float = spec(1.0, ge=0)
 
 
 def dice_cost(pred_logits: torch.Tensor, gt: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:

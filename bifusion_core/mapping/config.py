@@ -1,43 +1,15 @@
-"""The online map's settings (:class:`MapConfig`) and the small type checks its inputs share."""
+"""The online map's settings (:class:`MapConfig`) and the small type checks its inputs share (from
+:mod:`bifusion_core.config`)."""
 from __future__ import annotations
 
-import math
-import numbers
-from dataclasses import dataclass
+from ..config import check_float, check_int, configclass, spec
 
-import numpy as np
+__all__ = ["MapConfig", "OVERLAP_KINDS", "check_float", "check_int"]
 
 OVERLAP_KINDS = ("box_iou", "box_iom", "voxel_iou")
 
 
-def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as a Python int; ``ValueError`` naming ``name`` for a bool, a float or a value out of range."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
-    return value
-
-
-def check_float(name: str, value, minimum: float | None = None, maximum: float | None = None,
-                min_inclusive: bool = True, max_inclusive: bool = True) -> float:
-    """``value`` as a finite Python float (ints accepted, bools not); ``ValueError`` naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if minimum is not None and (value < minimum or (not min_inclusive and value == minimum)):
-        raise ValueError(f"{name} must be {'>=' if min_inclusive else '>'} {minimum}, got {value}")
-    if maximum is not None and (value > maximum or (not max_inclusive and value == maximum)):
-        raise ValueError(f"{name} must be {'<=' if max_inclusive else '<'} {maximum}, got {value}")
-    return value
-
-
-@dataclass(frozen=True)
+@configclass(frozen=True)
 class MapConfig:
     """Settings of the online instance map and its labelled voxel map (all lengths in metres); frozen, so one
     session's maps cannot drift apart (build a new one with ``dataclasses.replace``).
@@ -72,28 +44,11 @@ class MapConfig:
             20,000 (50 m2 of surface at 5 cm; a 2 m couch has about 3,000).
     """
 
-    voxel_size: float = 0.05
-    max_instances: int = 100
-    merge_threshold: float = 0.01
-    overlap: str = "box_iom"
+    voxel_size: float = spec(0.05, gt=0.0, le=10.0)
+    max_instances: int = spec(100, ge=1)
+    merge_threshold: float = spec(0.01, ge=0.0, lt=1.0)
+    overlap: str = spec("box_iom", choices=OVERLAP_KINDS)
     class_agnostic: bool = False
-    max_voxels: int = 250_000
-    min_points: int = 10
-    max_instance_voxels: int = 20_000
-
-    def __post_init__(self) -> None:
-        def put(name, value):
-            object.__setattr__(self, name, value)
-
-        put("voxel_size", check_float("voxel_size", self.voxel_size, 0.0, 10.0, min_inclusive=False))
-        put("max_instances", check_int("max_instances", self.max_instances, 1))
-        put("merge_threshold", check_float("merge_threshold", self.merge_threshold, 0.0, 1.0, max_inclusive=False))
-        if not isinstance(self.overlap, str) or self.overlap not in OVERLAP_KINDS:
-            raise ValueError(f"overlap must be one of {OVERLAP_KINDS}, got {self.overlap!r}")
-        if not isinstance(self.class_agnostic, (bool, np.bool_)):
-            raise ValueError(f"class_agnostic must be a bool, got {type(self.class_agnostic).__name__} "
-                             f"{self.class_agnostic!r}")
-        put("class_agnostic", bool(self.class_agnostic))
-        put("max_voxels", check_int("max_voxels", self.max_voxels, 1))
-        put("min_points", check_int("min_points", self.min_points, 1))
-        put("max_instance_voxels", check_int("max_instance_voxels", self.max_instance_voxels, 1))
+    max_voxels: int = spec(250_000, ge=1)
+    min_points: int = spec(10, ge=1)
+    max_instance_voxels: int = spec(20_000, ge=1)

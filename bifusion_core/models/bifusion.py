@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import configclass, spec
 from ..geometry import backproject, compute_valid_mask
 from ..io.class_list import check_class_names
 from .clip2d import Clip2D, Clip2DConfig
@@ -25,24 +26,22 @@ from .postprocess import PostprocessConfig, Segmentation, postprocess
 from .superpoints import SuperpointConfig, compute_superpoints, pool_mean, superpoint_stats
 
 
-@dataclass
+@configclass
 class FrameConfig:
     """How a depth frame becomes points: every ``stride``-th pixel, depth range, point cap, valid-mask eps."""
 
-    stride: int = 2
-    min_depth: float = 0.1
-    max_depth: float = 6.0
-    max_points: int | None = 80000
-    valid_eps: float = 0.05
+    stride: int = spec(2, ge=1)
+    min_depth: float = spec(0.1, ge=0)
+    max_depth: float = spec(6.0, gt=0)
+    max_points: int | None = spec(80000, ge=1)
+    valid_eps: float = spec(0.05, gt=0)
 
     def __post_init__(self) -> None:
-        if self.stride < 1 or not 0 <= self.min_depth < self.max_depth or self.valid_eps <= 0:
-            raise ValueError("need stride >= 1, 0 <= min_depth < max_depth and valid_eps > 0")
-        if self.max_points is not None and self.max_points < 1:
-            raise ValueError("max_points must be positive (or None)")
+        if not self.min_depth < self.max_depth:
+            raise ValueError(f"need min_depth < max_depth, got {self.min_depth} and {self.max_depth}")
 
 
-@dataclass
+@configclass
 class BiFusionConfig:
     clip: Clip2DConfig = field(default_factory=Clip2DConfig)
     backbone: Backbone3DConfig = field(default_factory=Backbone3DConfig)
@@ -54,7 +53,7 @@ class BiFusionConfig:
     frame: FrameConfig = field(default_factory=FrameConfig)
     class_set: str = "scannet200"           # class names come from this set unless class_names is given
     class_names: list[str] | None = None
-    clip_lora_rank: int = 0                 # > 0: LoRA adapters on the CLIP image tower's MLPs (stage S2)
+    clip_lora_rank: int = spec(0, ge=0)     # > 0: LoRA adapters on the CLIP image tower's MLPs (stage S2)
 
     def __post_init__(self) -> None:
         dim = self.backbone.out_dim
@@ -65,8 +64,6 @@ class BiFusionConfig:
         names = self.resolved_class_names()
         if len(names) != self.decoder.num_classes:
             raise ValueError(f"{len(names)} class names but decoder.num_classes = {self.decoder.num_classes}")
-        if self.clip_lora_rank < 0:
-            raise ValueError("clip_lora_rank must be >= 0")
         if abs(self.pe_film.voxel_size - self.backbone.voxel_size) > 1e-12:
             raise ValueError("pe_film.voxel_size must equal backbone.voxel_size")
 

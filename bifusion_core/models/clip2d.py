@@ -45,16 +45,16 @@ Text
 from __future__ import annotations
 
 import logging
-import math
 import os
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..config import configclass, spec
 
 __all__ = [
     "TINY_MODEL",
@@ -298,7 +298,7 @@ class Proj2D(nn.Module):
         return F.normalize(self.net(x), dim=-1)
 
 
-@dataclass
+@configclass
 class Clip2DConfig:
     """2D branch configuration (see the module docstring for the weight lookup).
 
@@ -323,47 +323,27 @@ class Clip2DConfig:
     pretrained: str | None = "openai"
     weights_path: str | None = None
     cache_dir: str | None = None
-    proj_hidden: int = 512
-    out_dim: int = 256
+    proj_hidden: int = spec(512, ge=1)
+    out_dim: int = spec(256, ge=1)
     use_final_proj: bool = False
     prompt_template: str = "a photo of a {name}."
     quick_gelu: bool | None = None
-    resize_to: tuple[int, int] | None = None
-    max_side: int | None = 640
+    resize_to: tuple[int, int] | None = spec(None, ge=1)
+    max_side: int | None = spec(640, ge=16)
     image_mean: tuple[float, float, float] | None = None
-    image_std: tuple[float, float, float] | None = None
+    image_std: tuple[float, float, float] | None = spec(None, gt=0)
 
     def __post_init__(self) -> None:
-        if self.max_side is not None and (isinstance(self.max_side, bool) or not isinstance(self.max_side, int)
-                                          or self.max_side < 16):
-            raise ValueError(f"max_side must be an integer >= 16 or None, got {self.max_side!r}")
-        if not isinstance(self.model_name, str) or not self.model_name:
+        if not self.model_name:
             raise ValueError("model_name must be a non-empty string")
         if self.model_name.startswith(("hf-hub:", "local-dir:")):
             raise ValueError(
                 "hf-hub:/local-dir: model names are not supported; use an architecture name and weights_path"
             )
-        if self.proj_hidden < 1 or self.out_dim < 1:
-            raise ValueError("proj_hidden and out_dim must be positive")
         if "{name}" not in self.prompt_template:
             raise ValueError(f"prompt_template must contain '{{name}}', got {self.prompt_template!r}")
-        if self.weights_path is not None:
-            self.weights_path = str(self.weights_path)
-            if not self.weights_path.endswith(WEIGHT_SUFFIXES):
-                raise ValueError(f"weights_path must end with one of {WEIGHT_SUFFIXES}, got {self.weights_path!r}")
-        if self.resize_to is not None:
-            self.resize_to = tuple(int(s) for s in self.resize_to)
-            if len(self.resize_to) != 2 or min(self.resize_to) < 1:
-                raise ValueError(f"resize_to must be (H, W) positive, got {self.resize_to}")
-        for name in ("image_mean", "image_std"):
-            val = getattr(self, name)
-            if val is not None:
-                val = tuple(float(x) for x in val)
-                if len(val) != 3 or not all(math.isfinite(x) for x in val):
-                    raise ValueError(f"{name} must be 3 finite numbers, got {val}")
-                if name == "image_std" and min(val) <= 0:
-                    raise ValueError("image_std must be positive")
-                setattr(self, name, val)
+        if self.weights_path is not None and not self.weights_path.endswith(WEIGHT_SUFFIXES):
+            raise ValueError(f"weights_path must end with one of {WEIGHT_SUFFIXES}, got {self.weights_path!r}")
 
 
 class Clip2D(nn.Module):

@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import configclass, spec
 
-@dataclass
+
+@configclass
 class DecoderConfig:
     """Attributes (besides the transformer's sizes):
         merge_dim: size E of the per-query merge embedding (DESIGN.md §5b: an MLP ``d_model -> merge_hidden ->
@@ -21,33 +23,22 @@ class DecoderConfig:
         merge_hidden: width of the merge MLP's hidden layer.
     """
 
-    in_dim: int = 256
-    d_model: int = 256
-    n_layers: int = 3
-    n_heads: int = 8
-    ffn_dim: int = 1024
-    dropout: float = 0.0
-    n_learnable_queries: int = 16
-    num_classes: int = 200
+    in_dim: int = spec(256, ge=1)
+    d_model: int = spec(256, ge=1)
+    n_layers: int = spec(3, ge=1)
+    n_heads: int = spec(8, ge=1)
+    ffn_dim: int = spec(1024, ge=1)
+    dropout: float = spec(0.0, ge=0, lt=1)
+    n_learnable_queries: int = spec(16, ge=0)
+    num_classes: int = spec(200, ge=1)
     open_vocab: bool = False
-    temperature: float = 0.07
-    merge_dim: int = 256
-    merge_hidden: int = 512
+    temperature: float = spec(0.07, gt=0)
+    merge_dim: int = spec(256, ge=0)  # 0: no merge head
+    merge_hidden: int = spec(512, ge=1)
 
     def __post_init__(self) -> None:
-        for name in ("merge_dim", "merge_hidden"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"decoder.{name} must be an integer, got {v!r}")
-        if self.merge_dim < 0 or self.merge_hidden < 1:
-            raise ValueError(f"decoder.merge_dim must be >= 0 (0: no merge head) and merge_hidden >= 1, got "
-                             f"{self.merge_dim} and {self.merge_hidden}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
-        if self.n_layers < 1 or self.num_classes < 1 or self.n_learnable_queries < 0:
-            raise ValueError("n_layers and num_classes must be >= 1, n_learnable_queries >= 0")
-        if not self.temperature > 0:
-            raise ValueError("temperature must be positive")
 
 
 def mlp(dims: list[int]) -> nn.Sequential:

@@ -21,31 +21,23 @@ Default sizes: 32 832 + 65 (alpha MLP) + 65 792 (SE) = 98 689 parameters (~0.1 M
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import configclass, spec
+
 __all__ = ["FusionGateConfig", "LiteFusionGate"]
 
 
-@dataclass
+@configclass
 class FusionGateConfig:
-    feat_dim: int = 256
-    hidden: int = 64
-    early_steps: int = 3000
-    invalid_alpha: float = 0.1
-    warmup_alpha: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.feat_dim < 1 or self.hidden < 1:
-            raise ValueError("feat_dim and hidden must be positive")
-        if self.early_steps < 0:
-            raise ValueError(f"early_steps must be >= 0, got {self.early_steps}")
-        for name in ("invalid_alpha", "warmup_alpha"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+    feat_dim: int = spec(256, ge=1)
+    hidden: int = spec(64, ge=1)
+    early_steps: int = spec(3000, ge=0)
+    invalid_alpha: float = spec(0.1, ge=0, le=1)
+    warmup_alpha: float = spec(0.5, ge=0, le=1)
 
 
 class LiteFusionGate(nn.Module):

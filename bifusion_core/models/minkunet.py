@@ -6,12 +6,11 @@ own layers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import configclass, spec
 from ..sparse import SparseBatchNorm, SparseConv3d, SparseReLU, SparseTensor, cat, devoxelize, get_backend, voxelize
 from ..sparse.backends import BACKENDS
 
@@ -37,26 +36,20 @@ class BasicBlock(nn.Module):
         return out.replace(torch.relu(out.feats + residual.feats))
 
 
-@dataclass
+@configclass
 class MinkUNetConfig:
     """MinkUNet18A plan; ``width`` scales every channel count (for small CPU/test configs)."""
 
-    in_channels: int = 3
-    out_channels: int = 96
-    init_dim: int = 32
-    planes: tuple[int, ...] = (32, 64, 128, 256, 128, 128, 96, 96)
-    layers: tuple[int, ...] = (2, 2, 2, 2, 2, 2, 2, 2)
-    width: float = 1.0
+    in_channels: int = spec(3, ge=1)
+    out_channels: int = spec(96, ge=1)
+    init_dim: int = spec(32, ge=1)
+    planes: tuple[int, ...] = spec((32, 64, 128, 256, 128, 128, 96, 96), ge=1)
+    layers: tuple[int, ...] = spec((2, 2, 2, 2, 2, 2, 2, 2), ge=1)
+    width: float = spec(1.0, gt=0, le=4)
 
     def __post_init__(self) -> None:
-        self.planes = tuple(self.planes)
-        self.layers = tuple(self.layers)
         if len(self.planes) != 8 or len(self.layers) != 8:
             raise ValueError("planes and layers need 8 entries (4 encoder + 4 decoder stages)")
-        if not 0 < self.width <= 4:
-            raise ValueError(f"width must be in (0, 4], got {self.width}")
-        if self.in_channels < 1 or self.out_channels < 1:
-            raise ValueError("in_channels and out_channels must be positive")
 
     def scaled(self, c: int) -> int:
         return max(4, int(round(c * self.width)))
@@ -142,25 +135,17 @@ class MinkUNet18A(nn.Module):
         return self.final(out)
 
 
-@dataclass
+@configclass
 class Backbone3DConfig:
     """3D branch of BiFusion: voxelise, MinkUNet18A, 1x1 conv+BN+ReLU head, devoxelise, L2 normalise."""
 
-    voxel_size: float = 0.05
-    out_dim: int = 256
-    backend: str = "torch"
-    unet: MinkUNetConfig | None = None
+    voxel_size: float = spec(0.05, gt=0)
+    out_dim: int = spec(256, ge=1)
+    backend: str = spec("torch", choices=BACKENDS)
+    unet: MinkUNetConfig | None = None  # None: the default MinkUNetConfig
 
     def __post_init__(self) -> None:
-        if isinstance(self.unet, dict):
-            self.unet = MinkUNetConfig(**self.unet)
         self.unet = self.unet or MinkUNetConfig()
-        if not self.voxel_size > 0:
-            raise ValueError(f"voxel_size must be positive, got {self.voxel_size}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.out_dim < 1:
-            raise ValueError("out_dim must be positive")
 
 
 class Backbone3D(nn.Module):

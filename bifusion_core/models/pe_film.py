@@ -38,10 +38,11 @@ layer and ``log_w`` get exactly zero); from the second step on the gradient reac
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ..config import configclass, spec
 
 __all__ = ["PEFiLMConfig", "PESignal", "PEFiLM", "pe_dim", "superpoint_size", "sample_bounds"]
 
@@ -110,25 +111,15 @@ def superpoint_size(
     return out
 
 
-@dataclass
+@configclass
 class PEFiLMConfig:
     """PE signal + FiLM sizes. ``pe_dim = 16 + 6 * num_freqs`` (64 for the spec's 8 frequencies)."""
 
-    feat_dim: int = 256
-    hidden: int = 128
-    num_freqs: int = 8
-    voxel_size: float = 0.05
-    last_init_std: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.feat_dim < 1 or self.hidden < 1:
-            raise ValueError("feat_dim and hidden must be positive")
-        if not 1 <= self.num_freqs <= 32:
-            raise ValueError(f"num_freqs must be in [1, 32], got {self.num_freqs}")
-        if not self.voxel_size > 0:
-            raise ValueError(f"voxel_size must be positive, got {self.voxel_size}")
-        if not (math.isfinite(self.last_init_std) and self.last_init_std >= 0):
-            raise ValueError(f"last_init_std must be >= 0, got {self.last_init_std}")
+    feat_dim: int = spec(256, ge=1)
+    hidden: int = spec(128, ge=1)
+    num_freqs: int = spec(8, ge=1, le=32)
+    voxel_size: float = spec(0.05, gt=0)
+    last_init_std: float = spec(0.0, ge=0)
 
     @property
     def pe_dim(self) -> int:

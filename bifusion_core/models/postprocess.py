@@ -5,33 +5,24 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..config import configclass, spec
 from ..data.scannet.classes import STUFF_CLASSES
 
 
-@dataclass
+@configclass
 class PostprocessConfig:
-    score_threshold: float = 0.2      # instance score = class prob x objectness x mean mask prob
-    mask_threshold: float = 0.5       # superpoint in a mask when its mask probability exceeds this
-    nms_iou: float = 0.5              # a lower-scored mask overlapping a kept one more than this is dropped
-    min_points: int = 50              # instances with fewer points are dropped
-    max_instances: int = 100
-    semantic_confidence: float = 0.5  # superpoints below this take their nearest confident neighbour's label
-    fill_radius: float = 0.5          # metres; farther than this: background
+    score_threshold: float = spec(0.2, ge=0, le=1)      # instance score = class prob x objectness x mean mask prob
+    mask_threshold: float = spec(0.5, ge=0, le=1)       # superpoint in a mask when its mask probability exceeds this
+    nms_iou: float = spec(0.5, ge=0, le=1)              # a lower-scored mask overlapping a kept one more than this is dropped
+    min_points: int = spec(50, ge=0)                    # instances with fewer points are dropped
+    max_instances: int = spec(100, ge=1)
+    semantic_confidence: float = spec(0.5, ge=0, le=1)  # superpoints below this take their nearest confident neighbour's label
+    fill_radius: float = spec(0.5, ge=0, allow_inf=True)  # metres; farther than this: background
     background: int = -1              # label of points with no confident class
     # an instance's class distribution: the decoder's ("query"), the mean per-point semantic probability over
     # its mask ("semantic"), or the average of the two ("mean")
-    instance_class: str = "query"
+    instance_class: str = spec("query", choices=("query", "semantic", "mean"))
     stuff_classes: tuple[str, ...] = STUFF_CLASSES  # class names an instance never takes (walls, floors)
-
-    def __post_init__(self) -> None:
-        self.stuff_classes = tuple(self.stuff_classes)
-        if self.instance_class not in ("query", "semantic", "mean"):
-            raise ValueError(f"instance_class must be query, semantic or mean, got {self.instance_class!r}")
-        for name in ("score_threshold", "mask_threshold", "nms_iou", "semantic_confidence"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1]")
-        if self.min_points < 0 or self.max_instances < 1 or self.fill_radius < 0:
-            raise ValueError("min_points >= 0, max_instances >= 1 and fill_radius >= 0 are required")
 
 
 @dataclass

@@ -20,27 +20,24 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import configclass, spec
 from ..sparse.coords import pack_keys
 from ..sparse.torch_backend import TorchBackend
 from ..sparse.voxelize import voxelize
 
 
-@dataclass
+@configclass
 class SuperpointConfig:
-    voxel_size: float = 0.05
-    seed_size: float = 0.3
-    spatial_weight: float = 1.0
-    colour_weight: float = 0.4
-    normal_weight: float = 1.0
-    refine_iters: int = 1
+    voxel_size: float = spec(0.05, gt=0)
+    seed_size: float = spec(0.3, gt=0)
+    spatial_weight: float = spec(1.0, ge=0)
+    colour_weight: float = spec(0.4, ge=0)
+    normal_weight: float = spec(1.0, ge=0)
+    refine_iters: int = spec(1, ge=0)
 
     def __post_init__(self) -> None:
-        if not (self.voxel_size > 0 and self.seed_size >= self.voxel_size):
-            raise ValueError("need voxel_size > 0 and seed_size >= voxel_size")
-        if min(self.spatial_weight, self.colour_weight, self.normal_weight) < 0:
-            raise ValueError("superpoint distance weights must be non-negative")
-        if self.refine_iters < 0:
-            raise ValueError("refine_iters must be >= 0")
+        if not self.seed_size >= self.voxel_size:
+            raise ValueError(f"need seed_size >= voxel_size, got {self.seed_size} and {self.voxel_size}")
 
 
 @dataclass

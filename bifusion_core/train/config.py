@@ -1,42 +1,38 @@
 """Training configuration (YAML files in config/train/, ``key.sub=value`` overrides on the command line)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 import yaml
 
-from ..config import apply_overrides, from_dict
+from ..config import apply_overrides, configclass, from_dict, one_line, spec
 from ..losses.criterion import LossConfig
 from ..models.bifusion import BiFusionConfig
 from .data import DataConfig
 from .stages import StageConfig
 
 
-@dataclass
+@configclass
 class OptimConfig:
-    lr: float = 2e-4
-    weight_decay: float = 0.05
-    warmup_iters: int = 500
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 10.0
+    lr: float = spec(2e-4, gt=0)
+    weight_decay: float = spec(0.05, ge=0)
+    warmup_iters: int = spec(500, ge=0)
+    min_lr_ratio: float = spec(0.01, ge=0, le=1)
+    grad_clip: float = spec(10.0, gt=0, allow_inf=True)  # max gradient norm (.inf: no clipping)
     amp: bool = True           # mixed precision on CUDA (ignored on the CPU)
-    max_bad_steps: int = 20    # consecutive NaN/inf losses before the run stops
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_iters < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("need lr > 0, weight_decay >= 0, warmup_iters >= 0, 0 <= min_lr_ratio <= 1")
+    max_bad_steps: int = spec(20, ge=1)  # consecutive NaN/inf losses before the run stops
 
 
-@dataclass
+@configclass
 class LogConfig:
-    log_every: int = 10
-    val_every: int = 1000
-    ckpt_every: int = 500
-    val_frames: int | None = None  # cap on validation frames (None: all held-out frames)
+    log_every: int = spec(10, gt=0)    # steps between logged training scalars
+    val_every: int = spec(1000, gt=0)  # steps between validations
+    ckpt_every: int = spec(500, gt=0)  # steps between last.pt checkpoints
+    val_frames: int | None = spec(None, ge=1)  # cap on validation frames (None: all held-out frames)
 
 
-@dataclass
+@configclass
 class TrainConfig:
     model: BiFusionConfig = field(default_factory=BiFusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -44,7 +40,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     log: LogConfig = field(default_factory=LogConfig)
-    seed: int = 0
+    seed: int = spec(0, ge=0)
 
     def __post_init__(self) -> None:
         if self.stages.s3_iters and not self.model.decoder.merge_dim:
@@ -63,7 +59,8 @@ def named_config(name: str) -> Path:
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (``None``: defaults), apply overrides, validate."""
+    """Read a YAML config (``None``: defaults), apply overrides, validate. ``ValueError`` (one line, naming
+    the key path from ``config``, e.g. ``config.optim.lr must be > 0, got 0``) for anything that does not fit."""
     data: dict = {}
     if path is not None:
         p = Path(path)
@@ -72,8 +69,8 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ValueError(f"{p}: not valid YAML: {exc}") from exc
+            raise ValueError(f"{p}: not valid YAML ({one_line(exc)})") from exc
         if not isinstance(data, dict):
             raise ValueError(f"{p}: the top level must be a mapping")
     apply_overrides(data, overrides or [])
-    return from_dict(TrainConfig, data, str(path or "config"))
+    return from_dict(TrainConfig, data, "config")

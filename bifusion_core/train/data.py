@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from ..config import configclass, spec
 from ..data.frame import RGBDFrame
 from ..data.scannet.classes import IGNORE_INDEX, SCANNET200, STUFF_CLASSES
 from ..losses.criterion import Targets
@@ -27,7 +28,7 @@ from ..models.bifusion import BiFusionConfig, EncoderInput, batch_superpoints, f
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@configclass
 class DataConfig:
     """Attributes:
         source: ``synthetic`` (procedural rooms, rendered on the fly) or ``scannet`` (exported frames in ``root``).
@@ -44,38 +45,29 @@ class DataConfig:
             synthetic frames, or ScanNet frames after ``frame_skip``) away from its anchor, in the same scene.
     """
 
-    source: str = "synthetic"
+    source: str = spec("synthetic", choices=("synthetic", "scannet"))
     root: str | None = None
     val_root: str | None = None
-    scenes: int = 8
-    val_scenes: int = 2
-    frames_per_scene: int = 30
-    val_frames_per_scene: int = 6
-    frame_skip: int = 10
-    width: int = 320
-    height: int = 240
-    seed: int = 0
-    batch_size: int = 8
+    scenes: int = spec(8, ge=1)
+    val_scenes: int = spec(2, ge=0)
+    frames_per_scene: int = spec(30, ge=1)
+    val_frames_per_scene: int = spec(6, ge=1)
+    frame_skip: int = spec(10, ge=1)
+    width: int = spec(320, ge=16)
+    height: int = spec(240, ge=16)
+    seed: int = spec(0, ge=0)
+    batch_size: int = spec(8, ge=1)
     yaw: bool = True
-    scale: tuple[float, float] = (0.9, 1.1)
-    colour_jitter: float = 0.1
-    crop_size: float | None = None
-    crop_min_points: int = 500
-    pair_gap: int = 5
+    scale: tuple[float, float] = spec((0.9, 1.1), gt=0)
+    colour_jitter: float = spec(0.1, ge=0)
+    crop_size: float | None = spec(None, gt=0)
+    crop_min_points: int = spec(500, ge=0)
+    pair_gap: int = spec(5, ge=1)
 
     def __post_init__(self) -> None:
-        if isinstance(self.pair_gap, bool) or not isinstance(self.pair_gap, int) or self.pair_gap < 1:
-            raise ValueError(f"data.pair_gap must be an integer >= 1, got {self.pair_gap!r}")
-        if self.source not in ("synthetic", "scannet"):
-            raise ValueError(f"data.source must be 'synthetic' or 'scannet', got {self.source!r}")
         if self.source == "scannet" and not self.root:
             raise ValueError("data.source 'scannet' needs data.root (exported ScanNet frames)")
-        if min(self.scenes, self.frames_per_scene, self.batch_size) < 1 or self.val_scenes < 0:
-            raise ValueError("scenes, frames_per_scene and batch_size must be >= 1 (val_scenes >= 0)")
-        if self.crop_size is not None and not self.crop_size > 0:
-            raise ValueError(f"data.crop_size must be positive metres or null, got {self.crop_size}")
-        self.scale = tuple(self.scale)
-        if not 0 < self.scale[0] <= self.scale[1]:
+        if not self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale range must be 0 < lo <= hi, got {self.scale}")
 
 

@@ -11,24 +11,21 @@ modules are also kept in eval mode so their batch-norm statistics do not move.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
+from ..config import configclass, spec
 from ..models.bifusion import BiFusionModel
 
 
-@dataclass
+@configclass
 class StageConfig:
-    s0_iters: int = 3000
-    s1_iters: int = 20000
-    s2_iters: int = 10000
-    lora_rank: int = 8
-    s3_iters: int = 0
+    s0_iters: int = spec(3000, ge=0)
+    s1_iters: int = spec(20000, ge=0)
+    s2_iters: int = spec(10000, ge=0)
+    lora_rank: int = spec(8, ge=0)
+    s3_iters: int = spec(0, ge=0)
 
     def __post_init__(self) -> None:
-        if min(self.s0_iters, self.s1_iters, self.s2_iters, self.s3_iters) < 0 or self.lora_rank < 0:
-            raise ValueError("stage lengths and lora_rank must be >= 0")
         if self.s2_iters and not self.lora_rank:
             raise ValueError("stage S2 trains LoRA adapters: set lora_rank > 0 or s2_iters = 0")
 
