@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config import configclass, spec
 from ..data.scannet.classes import ClassSet, get_class_set
 
 DEFAULT_OVERLAPS = tuple(float(x) for x in np.append(np.arange(0.5, 0.95, 0.05), 0.25))
 
 
-@dataclass
+@configclass
 class InstanceEvalConfig:
     """Attributes:
         overlaps: IoU thresholds; AP averages all but 0.25, AP50 / AP25 read 0.5 / 0.25.
@@ -43,16 +44,14 @@ class InstanceEvalConfig:
         class_agnostic: score every prediction against every ground-truth instance of the set as one class.
     """
 
-    overlaps: tuple[float, ...] = DEFAULT_OVERLAPS
-    min_region_size: int = 100
+    overlaps: tuple[float, ...] = spec(DEFAULT_OVERLAPS, ge=0, lt=1)
+    min_region_size: int = spec(100, ge=0)
     classes: str = "scannet200_instance"
     class_agnostic: bool = False
 
     def __post_init__(self) -> None:
-        if not self.overlaps or not all(0 <= o < 1 for o in self.overlaps):
+        if not self.overlaps:
             raise ValueError(f"overlaps must be thresholds in [0, 1), got {self.overlaps}")
-        if self.min_region_size < 0:
-            raise ValueError(f"min_region_size must be >= 0, got {self.min_region_size}")
         get_class_set(self.classes)
 
     @property

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...config import configclass, spec
 from ...geometry import backproject
 from ..frame import RGBDFrame
 from .classes import get_class_set
 from .scene import ScenePoints
 
 
-@dataclass
+@configclass
 class CropConfig:
     """Attributes:
         crop_size: side of the square crop in metres (``inf``: no cropping).
@@ -39,30 +40,22 @@ class CropConfig:
         frame_stride: pixel stride when back-projecting frames.
     """
 
-    crop_size: float = 3.0
-    max_points: int = 100_000
-    min_points: int = 500
-    attempts: int = 10
+    crop_size: float = spec(3.0, gt=0, allow_inf=True)  # inf: no cropping
+    max_points: int = spec(100_000, ge=1)
+    min_points: int = spec(500, ge=0)
+    attempts: int = spec(10, ge=1)
     rotate: bool = True
-    flip_prob: float = 0.5
-    scale: tuple[float, float] = (0.9, 1.1)
-    brightness: float = 0.1
-    contrast: float = 0.1
-    colour_noise: float = 0.01
+    flip_prob: float = spec(0.5, ge=0, le=1)
+    scale: tuple[float, float] = spec((0.9, 1.1), gt=0)
+    brightness: float = spec(0.1, ge=0)
+    contrast: float = spec(0.1, ge=0)
+    colour_noise: float = spec(0.01, ge=0)
     classes: str = "scannet200"
-    frame_stride: int = 2
+    frame_stride: int = spec(2, ge=1)
 
     def __post_init__(self) -> None:
-        if not self.crop_size > 0:
-            raise ValueError(f"crop_size must be positive (inf for none), got {self.crop_size}")
-        if self.max_points < 1 or self.min_points < 0 or self.attempts < 1 or self.frame_stride < 1:
-            raise ValueError("max_points, attempts and frame_stride must be >= 1 and min_points >= 0")
-        if not 0 <= self.flip_prob <= 1:
-            raise ValueError(f"flip_prob must lie in [0, 1], got {self.flip_prob}")
-        if not 0 < self.scale[0] <= self.scale[1]:
+        if not self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be a range (lo, hi) with 0 < lo <= hi, got {self.scale}")
-        if min(self.brightness, self.contrast, self.colour_noise) < 0:
-            raise ValueError("brightness, contrast and colour_noise must be >= 0")
         get_class_set(self.classes)
 
 

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ...config import configclass, spec
 from ..frame import RGBDFrame
 from . import layout as L
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@configclass
 class FrameReaderConfig:
     """Attributes:
         depth_scale: depth PNG units per metre (ScanNet: 1000).
@@ -32,19 +32,11 @@ class FrameReaderConfig:
             the depth image that is resized away (ScanNet: 1296x968 vs 640x480, 0.4 %); more is an error.
     """
 
-    depth_scale: float = L.DEPTH_SCALE
-    frame_step: int = 1
-    max_frames: int | None = None
+    depth_scale: float = spec(L.DEPTH_SCALE, gt=0)
+    frame_step: int = spec(1, ge=1)
+    max_frames: int | None = spec(None, ge=1)
     labels: bool = True
-    aspect_tolerance: float = 0.05
-
-    def __post_init__(self) -> None:
-        if not self.depth_scale > 0:
-            raise ValueError(f"depth_scale must be positive, got {self.depth_scale}")
-        if self.frame_step < 1:
-            raise ValueError(f"frame_step must be >= 1, got {self.frame_step}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1 or None, got {self.max_frames}")
+    aspect_tolerance: float = spec(0.05, ge=0)
 
 
 def _is_pose_valid(pose: np.ndarray, path: Path) -> bool:

@@ -13,13 +13,13 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ...config import configclass, spec
 from ...geometry import backproject
 from ..scannet import layout as L
 from ..scannet.scene import LABELLED_SUFFIX, ScenePoints, write_labelled_cloud
@@ -29,7 +29,7 @@ from .sequence import SyntheticSequence
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@configclass
 class ExportConfig:
     """Attributes:
         jpeg_quality: colour JPEG quality (0-100).
@@ -37,15 +37,9 @@ class ExportConfig:
         cloud_stride: pixel stride of the views fused into it.
     """
 
-    jpeg_quality: int = 92
-    cloud_voxel: float = 0.02
-    cloud_stride: int = 4
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must lie in [0, 100], got {self.jpeg_quality}")
-        if self.cloud_voxel < 0 or self.cloud_stride < 1:
-            raise ValueError("cloud_voxel must be >= 0 and cloud_stride >= 1")
+    jpeg_quality: int = spec(92, ge=0, le=100)
+    cloud_voxel: float = spec(0.02, ge=0)
+    cloud_stride: int = spec(4, ge=1)
 
 
 def _imwrite(path: Path, image: np.ndarray, params=()) -> None:

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ...config import configclass, spec
 from .scene import (BOX, CYLINDER, PLANE, SPHERE, TEX_FABRIC, TEX_SCREEN, TEX_STRIPES, TEX_TILES, TEX_WOOD,
                     SyntheticScene)
 
 
-@dataclass
+@configclass
 class CameraConfig:
     """Pinhole camera and depth-sensor model (defaults: a RealSense D435 colour stream at 640x480 with the
     depth aligned to it).
@@ -44,23 +45,23 @@ class CameraConfig:
         color_noise: standard deviation of the colour sensor noise (in [0, 1] units).
     """
 
-    width: int = 640
-    height: int = 480
-    fx: float = 615.0
-    fy: float = 615.0
+    width: int = spec(640, ge=16)
+    height: int = spec(480, ge=16)
+    fx: float = spec(615.0, gt=0)
+    fy: float = spec(615.0, gt=0)
     cx: float = 320.0
     cy: float = 240.0
-    min_depth: float = 0.2
-    max_depth: float = 6.0
-    noise_a: float = 0.001
-    noise_b: float = 0.0015
-    noise_correlated: float = 0.5
-    baseline: float = 0.05
-    shadow: float = 0.5
-    edge_threshold: float = 0.04
-    edge_dropout: float = 0.5
-    hole_fraction: float = 0.01
-    color_noise: float = 0.012
+    min_depth: float = spec(0.2, gt=0)
+    max_depth: float = spec(6.0, gt=0)
+    noise_a: float = spec(0.001, ge=0)
+    noise_b: float = spec(0.0015, ge=0)
+    noise_correlated: float = spec(0.5, ge=0, le=1)
+    baseline: float = spec(0.05, ge=0)
+    shadow: float = spec(0.5, ge=0)
+    edge_threshold: float = spec(0.04, ge=0)
+    edge_dropout: float = spec(0.5, ge=0, le=1)
+    hole_fraction: float = spec(0.01, ge=0, le=1)
+    color_noise: float = spec(0.012, ge=0)
 
     @classmethod
     def scaled(cls, width: int, height: int, **kw) -> "CameraConfig":
@@ -69,18 +70,8 @@ class CameraConfig:
         return cls(width=width, height=height, fx=615.0 * sx, fy=615.0 * sy, cx=320.0 * sx, cy=240.0 * sy, **kw)
 
     def __post_init__(self) -> None:
-        if self.width < 16 or self.height < 16:
-            raise ValueError(f"image size must be at least 16x16, got {self.width}x{self.height}")
-        if not (self.fx > 0 and self.fy > 0):
-            raise ValueError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
-        if not 0 < self.min_depth < self.max_depth:
+        if not self.min_depth < self.max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
-        for name in ("noise_a", "noise_b", "baseline", "shadow", "edge_threshold", "color_noise"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("noise_correlated", "edge_dropout", "hole_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
 
     @property
     def intrinsics(self) -> np.ndarray:

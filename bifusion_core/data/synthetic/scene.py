@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...config import configclass, spec
 from ..scannet.classes import SCANNET200
 
 # primitive kinds
@@ -179,7 +180,7 @@ class SyntheticScene:
         return self._tables
 
 
-@dataclass
+@configclass
 class SceneConfig:
     """Room and furnishing parameters (ranges are sampled uniformly).
 
@@ -192,22 +193,22 @@ class SceneConfig:
         n_boxes, n_trash, n_doors, n_windows, n_pictures, n_cabinets, n_bookshelves: ``(min, max)`` counts.
     """
 
-    room_min: tuple[float, float, float] = (4.5, 4.0, 2.5)
-    room_max: tuple[float, float, float] = (7.5, 6.5, 3.0)
+    room_min: tuple[float, float, float] = spec((4.5, 4.0, 2.5), gt=0)
+    room_max: tuple[float, float, float] = spec((7.5, 6.5, 3.0), gt=0)
     ceiling: bool = True
     camera_height: tuple[float, float] = (1.25, 1.55)
-    wall_margin: tuple[float, float] = (1.35, 1.7)
-    clearance: float = 0.45
-    n_boxes: tuple[int, int] = (2, 4)
-    n_trash: tuple[int, int] = (1, 2)
-    n_doors: tuple[int, int] = (1, 2)
-    n_windows: tuple[int, int] = (1, 2)
-    n_pictures: tuple[int, int] = (1, 3)
-    n_cabinets: tuple[int, int] = (1, 2)
-    n_bookshelves: tuple[int, int] = (1, 2)
+    wall_margin: tuple[float, float] = spec((1.35, 1.7), ge=0)
+    clearance: float = spec(0.45, ge=0.2)  # the camera must stay outside furniture
+    n_boxes: tuple[int, int] = spec((2, 4), ge=0)
+    n_trash: tuple[int, int] = spec((1, 2), ge=0)
+    n_doors: tuple[int, int] = spec((1, 2), ge=0)
+    n_windows: tuple[int, int] = spec((1, 2), ge=0)
+    n_pictures: tuple[int, int] = spec((1, 3), ge=0)
+    n_cabinets: tuple[int, int] = spec((1, 2), ge=0)
+    n_bookshelves: tuple[int, int] = spec((1, 2), ge=0)
 
     def __post_init__(self) -> None:
-        if any(lo <= 0 or hi < lo for lo, hi in zip(self.room_min, self.room_max)) or len(self.room_min) != 3:
+        if any(hi < lo for lo, hi in zip(self.room_min, self.room_max)):
             raise ValueError(f"room_min {self.room_min} / room_max {self.room_max} must be positive (W, D, H) "
                              "with min <= max")
         if self.room_min[2] < 2.2:
@@ -217,11 +218,8 @@ class SceneConfig:
         for name in ("wall_margin", "n_boxes", "n_trash", "n_doors", "n_windows", "n_pictures", "n_cabinets",
                      "n_bookshelves"):
             lo, hi = getattr(self, name)
-            if lo < 0 or hi < lo:
+            if hi < lo:
                 raise ValueError(f"{name} must be a (min, max) range with 0 <= min <= max, got {(lo, hi)}")
-        if self.clearance < 0.2:
-            raise ValueError(f"clearance must be >= 0.2 m (the camera must stay outside furniture), "
-                             f"got {self.clearance}")
 
 
 # ----------------------------------------------------------------------------------------------------------

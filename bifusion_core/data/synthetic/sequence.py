@@ -5,10 +5,11 @@ rendered in any order, or in parallel, with identical results.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 
+from ...config import configclass, spec
 from ..frame import RGBDFrame
 from .render import CameraConfig, RenderedFrame, Renderer
 from .scene import SceneConfig, SyntheticScene, generate_scene
@@ -18,7 +19,7 @@ DEFAULT_START_NS = 1_700_000_000 * 10**9
 """Stamp of the first frame of seed 0 (later seeds start an hour later each, so bags never overlap)."""
 
 
-@dataclass
+@configclass
 class SequenceConfig:
     """Attributes:
         n_frames: number of frames.
@@ -27,19 +28,11 @@ class SequenceConfig:
         scene, camera: room generation and camera / depth sensor parameters.
     """
 
-    n_frames: int = 100
-    fps: float = 30.0
-    loop_fraction: float = 1.0
+    n_frames: int = spec(100, ge=1)
+    fps: float = spec(30.0, gt=0)
+    loop_fraction: float = spec(1.0, gt=0, le=10)
     scene: SceneConfig = field(default_factory=SceneConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
-
-    def __post_init__(self) -> None:
-        if self.n_frames < 1:
-            raise ValueError(f"n_frames must be >= 1, got {self.n_frames}")
-        if not self.fps > 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-        if not 0 < self.loop_fraction <= 10:
-            raise ValueError(f"loop_fraction must lie in (0, 10], got {self.loop_fraction}")
 
 
 class SyntheticSequence:
