@@ -6,14 +6,19 @@ reads a rosbag2 bag (sqlite3 or MCAP storage) with ``rosbags`` and does, offline
 
 1. ``/tf_static`` messages are read first and added as static transforms; ``/tf`` then streams in bag order
    into a :class:`~bifusion_ros.tf_buffer.TransformBuffer` (tf2's lookup semantics, interpolation included);
+   data tf2 ignores is counted and logged as tf2 warns about it (``tf_repeated``: a stamp already buffered,
+   TF_REPEATED_DATA; ``tf_old_data``). A repeated stamp with a *different* transform
+   (``tf_repeated_conflicting``) makes the pose at that time ambiguous: a frame whose pose would depend on it
+   gets none (``--on-missing-tf``: skipped as ``missing_tf``, or the identity), instead of tf2's first value;
 2. colour, depth and camera info are fed, in bag (receive-time) order, to
    :class:`~bifusion_ros.sync.ApproximateTimeSynchronizer` (the pairing rule of ``message_filters``) with the
    node's ``sync_slop`` / ``sync_queue_size``;
 3. each synchronised set is validated and converted by :func:`bifusion_ros.frame_io.frame_inputs` (the node's
    own conversion); the camera pose ``world_frame <- camera frame`` is looked up at the image stamp. Like the
-   node, which waits up to ``tf_timeout`` for the pose, replay waits until the bag's clock is ``tf_timeout``
-   past the set's arrival before applying ``--on-missing-tf`` (``skip``: counted as ``missing_tf``;
-   ``identity``: outputs in the camera frame);
+   node, which waits up to ``tf_timeout`` for the pose from when it hands the set to its worker, replay waits
+   until the bag's clock is ``tf_timeout`` past the set's arrival (the bag time of its last message) and uses
+   only the ``/tf`` received by then; without a pose it applies ``--on-missing-tf`` (``skip``: counted as
+   ``missing_tf``; ``identity``: outputs in the camera frame), even if the transform comes later in the bag;
 4. ``bifusion_core.pipeline.FrameProcessor`` segments the frame; with the map on (``--map``, the default, as
    the node's ``map`` parameter) its instances merge into the session's online map, which gives them their
    persistent ids; :func:`bifusion_ros.frame_io.frame_outputs` (the node's own output conversion) builds the
@@ -26,7 +31,10 @@ reads a rosbag2 bag (sqlite3 or MCAP storage) with ``rosbags`` and does, offline
    an instance JSON under ``DIR/frames/`` (:func:`bifusion_core.io.render.write_result`);
 6. when the bag has ground-truth images (``/bifusion/gt/semantic`` and ``/bifusion/gt/instance``, 16UC1,
    stamped like the colour image, ScanNet200 label ids and instance ids; written by
-   ``python -m bifusion_ros.synthetic_bag``), each processed frame is scored like training validation
+   ``python -m bifusion_ros.synthetic_bag``; any single-channel integer encoding of :data:`GT_ENCODINGS` is
+   read, a frame whose ground truth has another encoding, malformed data or another size than the colour
+   image is not scored, logged and counted in ``gt_skipped``), each processed frame is scored like training
+   validation
    (:mod:`bifusion_core.train.validate`): semantic IoU / mIoU over the model's classes and ScanNet instance
    AP / AP50 / AP25 per frame (all post-processed instances, before the node's ``score_threshold``);
 7. with the map on, the map is saved to ``DIR/map`` (PLY, JSON, exact state) and, with ground truth, scored
@@ -34,13 +42,13 @@ reads a rosbag2 bag (sqlite3 or MCAP storage) with ``rosbags`` and does, offline
    ``--oracle-instances`` merges each frame's ground-truth instances instead of the model's (the merging
    alone; the outputs then keep the frames' own ids, as the map is fed only once the ground truth is read);
 8. ``DIR/metrics.json`` gets the metrics, frame counts (synchronised, processed, colour images the
-   synchroniser dropped, skips per reason), per-stage latency (mean / p50 / p95 / max, ms) and wall time; a
-   table of them is printed at the end.
+   synchroniser dropped, skips per reason, frames not scored per reason, ignored TF data), per-stage latency
+   (mean / p50 / p95 / max, ms) and wall time; a table of them is printed at the end.
 
 Unlike the node, replay processes every synchronised set (no latest-frame mailbox: nothing is dropped for
 being slow). Exit status: 0 done, 1 no frame could be processed (see the skip reasons), 2 unusable input (no
-such bag, a topic missing from the bag: the message lists the bag's topics, a bad checkpoint), 130 interrupted
-(what was done so far is still written).
+such bag, a topic missing from the bag: the message lists the bag's topics, a bad checkpoint, ``--classes`` the
+model refuses), 130 interrupted (what was done so far is still written).
 """
 from __future__ import annotations
 
@@ -67,7 +75,8 @@ from bifusion_ros.params import (defaults, map_config as node_map_config, parse_
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
 from bifusion_ros.synthetic_bag import (CAMERA_INFO, IMAGE, TF_MESSAGE, TOPIC_GT_INSTANCE, TOPIC_GT_SEMANTIC, TOPIC_TF,
                                         TOPIC_TF_STATIC)
-from bifusion_ros.tf_buffer import TransformBuffer, TransformError
+from bifusion_ros.tf_buffer import (OLD_DATA, REPEATED_CONFLICT, REPEATED_DATA, RepeatedDataError, TransformBuffer,
+                                    TransformError)
 
 __all__ = ["ReplayConfig", "ReplayError", "replay", "format_metrics", "build_parser", "main"]
 
@@ -84,6 +93,15 @@ OUTPUT_TOPICS = {name: resolve_topic(_P[f"{name}_topic"]) for name in OUTPUT_TYP
 """Output name -> topic, as the node (named ``bifusion``, root namespace) publishes them by default."""
 
 _GT_KEEP = 32  # ground-truth images / results waiting for their counterpart, per topic (oldest dropped)
+
+GT_ENCODINGS = ("16UC1", "mono16", "32SC1", "mono8")
+"""Encodings a ground-truth label-id / instance-id image may have (one channel, integer; the synthetic bag writes
+``16UC1``)."""
+
+GT_SKIP_REASONS = ("bad_encoding", "bad_image", "size_mismatch")
+"""Why a processed frame is not scored (``metrics["frames"]["gt_skipped"]``): a ground-truth image of its stamp
+has an encoding outside :data:`GT_ENCODINGS`, is malformed (data length / step), or differs in size from the
+colour image."""
 
 
 class ReplayError(Exception):
@@ -104,7 +122,10 @@ class ReplayConfig:
         max_frames: stop after this many synchronised sets (processed or skipped); None = the whole bag.
         save_every: write PNG/PLY outputs of every k-th processed frame (0: none).
         min_region_size: smallest instance (points) the instance AP counts, ground truth and predictions.
-        tf_timeout: seconds of bag time a set waits for its camera pose (the node's ``tf_timeout``).
+        tf_timeout: seconds of bag time a set waits for its camera pose, as the node's ``tf_timeout``: the wait
+            starts when the set is complete (the bag time of its last message, when the node hands the set to its
+            worker) and only ``/tf`` messages received up to ``tf_timeout`` later are used for it; a pose still
+            unknown then is handled by ``on_missing_tf``, even if its transform arrives later in the bag.
         storage: storage of the output bag, ``mcap`` or ``sqlite3``.
         progress: show a tqdm progress bar.
         map: build the online instance map of the sequence as the node does (its ``map`` parameter, default
@@ -291,6 +312,14 @@ class _Evaluator:
         return sem, inst
 
 
+@dataclass
+class _BadGt:
+    """A ground-truth image that cannot be used: ``reason`` (one of :data:`GT_SKIP_REASONS`) and why."""
+
+    reason: str
+    detail: str
+
+
 def _finite(x) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
@@ -322,11 +351,13 @@ class _Replay:
         self.msgs = convert.rosbags_factory(self.store)
         self.out = Path(cfg.out)
         self.frames_dir = self.out / "frames"
-        self.tf = TransformBuffer(cache_time=max(10.0, 4 * cfg.tf_timeout))
+        # strict: a pose that depends on a stamp received twice with different transforms is not used
+        self.tf = TransformBuffer(cache_time=max(10.0, 4 * cfg.tf_timeout), strict_repeats=True)
         self.sync = ApproximateTimeSynchronizer(3, cfg.sync_queue_size, cfg.sync_slop)
         self.pending: deque[_Pending] = deque()
         self.counts: Counter = Counter()
-        self.gt: dict[str, dict[int, np.ndarray]] = {}
+        self.gt_skipped: Counter = Counter()  # GT_SKIP_REASONS -> processed frames not scored
+        self.gt: dict[str, dict[int, np.ndarray | _BadGt]] = {}
         # stamp -> (result, shape, arrival, the frame's MapFrame or None)
         self.awaiting_gt: dict[int, tuple[Any, tuple[int, int], int, Any]] = {}
         self.evaluator: _Evaluator | None = None
@@ -358,12 +389,41 @@ class _Replay:
 
     # ---------------------------------------------------------------------------------------------- input
     def on_tf(self, msg) -> None:
-        try:
-            self.tf.add_message(msg)
-        except ValueError as exc:
+        """A ``/tf`` message: each transform into the buffer. Malformed ones are counted (``bad_tf_messages``,
+        once per message), ignored data is counted and logged as tf2 warns about it: ``tf_repeated`` (a stamp
+        already in the buffer, tf2 TF_REPEATED_DATA; ``tf_repeated_conflicting`` when its value differs, which
+        makes the pose at that stamp ambiguous: frames that need it are not given a pose) and ``tf_old_data``
+        (older than the cache window, TF_OLD_DATA)."""
+        bad = None
+        for transform in msg.transforms:
+            try:
+                status, detail = self.tf.add_status(transform)
+            except ValueError as exc:
+                bad = bad or exc
+                continue
+            if status == OLD_DATA:
+                n = self.counts["tf_old_data"] = self.counts["tf_old_data"] + 1
+                self.session.warn_throttled("tf_old_data", f"TF_OLD_DATA ignoring data from the past ({n} so far): "
+                                                           f"{transform.header.frame_id!r} -> "
+                                                           f"{transform.child_frame_id!r} at "
+                                                           f"{stamp_to_ns(transform.header.stamp) / 1e9:.3f} s")
+            elif status in (REPEATED_DATA, REPEATED_CONFLICT):
+                n = self.counts["tf_repeated"] = self.counts["tf_repeated"] + 1
+                if status == REPEATED_CONFLICT:
+                    k = self.counts["tf_repeated_conflicting"] = self.counts["tf_repeated_conflicting"] + 1
+                    self.session.warn_throttled(
+                        "tf_repeated_conflicting",
+                        f"TF_REPEATED_DATA with a different value ({k} so far): {detail}; the first one is kept and "
+                        "frames whose pose depends on it get none (on_missing_tf)")
+                else:
+                    self.session.warn_throttled(
+                        "tf_repeated", f"TF_REPEATED_DATA ignoring repeated data ({n} so far, same value): "
+                                       f"{transform.header.frame_id!r} -> {transform.child_frame_id!r} at "
+                                       f"{stamp_to_ns(transform.header.stamp) / 1e9:.3f} s")
+        if bad is not None:
             self.counts["bad_tf_messages"] += 1
             if self.counts["bad_tf_messages"] == 1:
-                log.warning("ignoring a malformed /tf message: %s", exc)
+                log.warning("ignoring a malformed /tf transform: %s", bad)
 
     def on_input(self, index: int, msg, t_ns: int) -> None:
         """A colour (0), depth (1) or camera-info (2) message, in bag order."""
@@ -386,16 +446,23 @@ class _Replay:
         self.pending.append(_Pending(inputs, color.header.stamp, t_ns))
 
     def on_gt(self, kind: str, msg) -> None:
-        """A ground-truth image (``kind`` ``semantic`` or ``instance``)."""
+        """A ground-truth image (``kind`` ``semantic`` or ``instance``), validated here: one with an encoding
+        outside :data:`GT_ENCODINGS` or malformed data is kept as a :class:`_BadGt`, so that the frame of its
+        stamp is counted as not scored (``gt_skipped``) instead of waiting for ground truth that never comes."""
         stamp = stamp_to_ns(msg.header.stamp)
-        try:
-            arr = convert.raw_image_array(msg)
-        except ValueError as exc:
-            self.counts["bad_gt_images"] += 1
-            log.warning("ignoring a ground-truth %s image: %s", kind, exc)
-            return
+        what = f"ground-truth {kind} image at {stamp / 1e9:.3f} s"
+        encoding = str(getattr(msg, "encoding", ""))
+        entry: np.ndarray | _BadGt
+        if encoding not in GT_ENCODINGS:
+            entry = _BadGt("bad_encoding", f"{what} has encoding {encoding!r}, expected a single-channel integer "
+                                           f"one ({', '.join(GT_ENCODINGS)})")
+        else:
+            try:
+                entry = convert.raw_image_array(msg)
+            except (ValueError, TypeError) as exc:
+                entry = _BadGt("bad_image", f"{what}: {exc}")
         store = self.gt.setdefault(kind, {})
-        store[stamp] = arr
+        store[stamp] = entry
         while len(store) > _GT_KEEP:
             del store[min(store)]
         if stamp in self.awaiting_gt:
@@ -409,15 +476,22 @@ class _Replay:
         return self.tf.lookup(self.cfg.world_frame, camera, p.stamp)
 
     def drain(self, now_ns: int | None) -> None:
-        """Process the waiting sets whose pose is known or whose wait is over (``now_ns`` None: end of the bag)."""
-        timeout_ns = int(self.cfg.tf_timeout * 1e9)
+        """Process the waiting sets whose pose is known or whose wait is over (``now_ns`` None: end of the bag).
+
+        The node's ``tf_timeout`` in bag time: :meth:`run` calls this with a message's bag time ``now_ns`` before
+        the message is handled (so a set whose wait ended before ``now_ns`` is decided on the ``/tf`` received
+        until then, not on a transform that arrives later) and again after it. A pose that depends on an
+        ambiguous repeated stamp (:class:`~bifusion_ros.tf_buffer.RepeatedDataError`) is not waited for: more
+        ``/tf`` cannot resolve it."""
+        timeout_ns = int(round(self.cfg.tf_timeout * 1e9))
         while self.pending:
             p = self.pending[0]
             t0 = time.perf_counter()
             try:
                 pose, out_frame = self._lookup(p), self.cfg.world_frame
             except TransformError as exc:
-                if now_ns is not None and now_ns <= p.arrival + timeout_ns:
+                if (now_ns is not None and now_ns <= p.arrival + timeout_ns
+                        and not isinstance(exc, RepeatedDataError)):
                     return  # keep waiting for /tf, as the node does for tf_timeout
                 self.pending.popleft()
                 try:
@@ -483,13 +557,18 @@ class _Replay:
             return
         self.awaiting_gt.pop(stamp_ns, None)
         gt = {k: self.gt[k].pop(stamp_ns) for k in kinds}
+        bad = [g for g in gt.values() if isinstance(g, _BadGt)]
+        if bad:
+            self._skip_scoring(bad[0].reason, bad[0].detail)
+            return
+        sizes = {k: a.shape for k, a in gt.items() if a.shape != tuple(shape)}
+        if sizes:
+            self._skip_scoring("size_mismatch", f"ground truth at {stamp_ns / 1e9:.3f} s is "
+                                                + ", ".join(f"{k} {a[1]}x{a[0]}" for k, a in sizes.items())
+                                                + f", the colour image {shape[1]}x{shape[0]}")
+            return
         sem = gt.get("semantic")
         if sem is None:
-            return
-        if any(a.shape[:2] != tuple(shape) for a in gt.values()):
-            self.counts["gt_size_mismatch"] += 1
-            log.warning("ground truth at %.3f s is %s, the image %s: frame not scored", stamp_ns / 1e9,
-                        sem.shape[:2], tuple(shape))
             return
         t0 = time.perf_counter()
         if self.evaluator is None:
@@ -498,6 +577,13 @@ class _Replay:
         if self.session.map is not None and inst_gt is not None:
             self._score_map_frame(stamp_ns, result, sem_gt, inst_gt, map_frame)
         self.session.latency.add("eval", time.perf_counter() - t0)
+
+    def _skip_scoring(self, reason: str, detail: str) -> None:
+        """A processed frame is not scored: counted per reason, logged (the first of each reason, then at most
+        every few seconds)."""
+        self.gt_skipped[reason] += 1
+        self.session.warn_throttled(f"gt_{reason}", f"frame not scored ({reason}, {self.gt_skipped[reason]} so far): "
+                                                    f"{detail}")
 
     def _score_map_frame(self, stamp_ns: int, result, gt_class, gt_instance, map_frame) -> None:
         """Record what the map made of each ground-truth instance of a frame (``gt_class`` / ``gt_instance``
@@ -617,6 +703,7 @@ class _Replay:
                         break  # done: nothing waits for a pose or (within 1 s) for its ground truth
                     if kind in inputs and self.limit_reached:
                         continue
+                    self.drain(t_ns)  # sets whose tf_timeout ran out before this message are decided without it
                     msg = self.store.deserialize_cdr(raw, c.msgtype)
                     if kind == "tf":
                         self.on_tf(msg)
@@ -673,8 +760,11 @@ class _Replay:
             "identity_pose": self.session.counter("identity_pose"),
             "evaluated": self.evaluator.frames if self.evaluator else 0,
             "without_gt": without_gt,
-            "gt_size_mismatch": c["gt_size_mismatch"],
+            "gt_skipped": {reason: self.gt_skipped[reason] for reason in GT_SKIP_REASONS},
             "bad_tf_messages": c["bad_tf_messages"],
+            "tf_repeated": c["tf_repeated"],
+            "tf_repeated_conflicting": c["tf_repeated_conflicting"],
+            "tf_old_data": c["tf_old_data"],
         }
         proc = self.session.processor
         cls = getattr(proc, "class_names", None)
@@ -723,14 +813,25 @@ def _redirect_logging(enabled: bool):
 
 
 def load_processor(cfg: ReplayConfig):
-    """``FrameProcessor.from_checkpoint`` for ``cfg`` (:class:`ReplayError` for a missing / invalid checkpoint)."""
+    """``FrameProcessor.from_checkpoint`` for ``cfg`` with ``cfg.classes`` applied (:class:`ReplayError` for a
+    missing / invalid checkpoint, or classes the model refuses)."""
     try:
         processor = load_frame_processor(cfg.checkpoint, cfg.device, cfg.half, cfg.voxel_size)
     except (FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
         raise ReplayError(str(exc)) from None
-    if cfg.classes:
-        processor.set_classes(list(cfg.classes))
+    _set_classes(processor, cfg.classes)
     return processor
+
+
+def _set_classes(processor, classes) -> None:
+    """``processor.set_classes(classes)`` unless ``classes`` is empty; :class:`ReplayError` when the processor
+    refuses them (e.g. a fixed-class checkpoint given another number of names)."""
+    if not classes:
+        return
+    try:
+        processor.set_classes(list(classes))
+    except (ValueError, TypeError) as exc:
+        raise ReplayError(f"--classes ({len(classes)} names): {exc}") from None
 
 
 def replay(cfg: ReplayConfig, processor=None) -> dict:
@@ -742,15 +843,16 @@ def replay(cfg: ReplayConfig, processor=None) -> dict:
             :func:`load_processor`). ``cfg.classes`` is applied to a given processor too.
 
     Raises:
-        ReplayError: no such bag, a required topic is missing or has the wrong type, a bad checkpoint.
+        ReplayError: no such bag, a required topic is missing or has the wrong type, a bad checkpoint, classes
+            the model refuses.
     """
     job = _Replay(cfg)
     job.open()  # bag and topic errors come before the model is loaded
     try:
         if processor is None:
             processor = load_processor(cfg)
-        elif cfg.classes:
-            processor.set_classes(list(cfg.classes))
+        else:
+            _set_classes(processor, cfg.classes)
         metrics = job.run(processor)
     finally:
         job.close()
@@ -773,6 +875,13 @@ def format_metrics(metrics: dict, per_class: bool = True) -> str:
                                                      if reasons else ""))
     if f["identity_pose"]:
         lines.append(f"{'identity pose (no TF)':<26}{f['identity_pose']}")
+    if f.get("tf_repeated") or f.get("tf_old_data"):
+        lines.append(f"{'TF data ignored':<26}{f.get('tf_repeated', 0)} repeated stamps "
+                     f"({f.get('tf_repeated_conflicting', 0)} with another value), {f.get('tf_old_data', 0)} too old")
+    not_scored = {r: n for r, n in (f.get("gt_skipped") or {}).items() if n}
+    if not_scored:
+        lines.append(f"{'not scored (bad GT)':<26}{sum(not_scored.values())} ("
+                     + ", ".join(f"{r} {n}" for r, n in not_scored.items()) + ")")
 
     def num(x) -> str:
         return "n/a" if x is None else f"{x:.3f}"
@@ -849,7 +958,8 @@ def build_parser(prog: str = "python -m bifusion_ros.replay") -> argparse.Argume
                    help="without a pose: skip the frame (counted as missing_tf) or use the identity pose in the "
                         "camera frame (default %(default)s)")
     g.add_argument("--tf-timeout", type=float, default=_P["tf_timeout"],
-                   help="bag seconds a frame waits for its pose in /tf (default %(default)s)")
+                   help="bag seconds a synchronised set waits for its pose in /tf, from its last message; /tf "
+                        "received later is not used for it, as in the node (default %(default)s)")
     g.add_argument("--sync-slop", type=float, default=_P["sync_slop"],
                    help="largest stamp spread of a colour/depth/info set, s (default %(default)s)")
     g.add_argument("--sync-queue-size", type=int, default=_P["sync_queue_size"],

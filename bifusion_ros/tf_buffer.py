@@ -13,7 +13,11 @@ Semantics mirrored from tf2:
 - Each child frame keeps a time-sorted history of its dynamic transforms. Data older than
   ``newest - cache_time`` (default 10 s, like tf2) is pruned, and inserting data that old is rejected;
   inserting a second transform with a stamp already in the history is ignored (tf2 ``TF_REPEATED_DATA``).
-  ``add`` returns False in both cases.
+  ``add`` returns False in both cases; :meth:`~TransformBuffer.add_status` says which (``old_data``,
+  ``repeated_data`` for a repeat equal to the stored value, ``repeated_conflict`` for one that disagrees with it).
+  A sample whose stamp was repeated with a different value is marked: with ``strict_repeats`` a lookup that
+  uses it (at that stamp, or interpolating from it) raises :class:`RepeatedDataError` at once instead of
+  silently returning the first value as tf2 does (the pose at that time is ambiguous).
 - A transform is sampled by linear interpolation of the translation and slerp (shortest path) of the
   rotation between the two samples bracketing the requested time; a time equal to a sample returns it.
   A time after the newest or before the oldest sample is an extrapolation error ("into the future" /
@@ -39,7 +43,8 @@ rounding; pass the Time message for exact stamps).
 
 Errors are :class:`TransformError` (a ``LookupError``) subclasses saying which frames, which time and why:
 :class:`FrameNotFoundError` (unknown frame, tf2 ``LookupException``), :class:`ConnectivityError` (frames in
-different trees), :class:`ExtrapolationError` (time outside the buffered data).
+different trees), :class:`ExtrapolationError` (time outside the buffered data), :class:`RepeatedDataError`
+(``strict_repeats`` only: the lookup depends on a stamp received twice with different values).
 """
 from __future__ import annotations
 
@@ -59,6 +64,11 @@ __all__ = [
     "FrameNotFoundError",
     "ConnectivityError",
     "ExtrapolationError",
+    "RepeatedDataError",
+    "ACCEPTED",
+    "OLD_DATA",
+    "REPEATED_DATA",
+    "REPEATED_CONFLICT",
     "slerp",
     "interpolate",
 ]
@@ -66,6 +76,13 @@ __all__ = [
 _NS = 1_000_000_000
 _SNAP_NS = 1_000
 _MAX_DEPTH = 1000
+_SAME_T = 1e-9        # m: a repeated translation this close to the stored one is the same data
+_SAME_ANGLE = 1e-9    # rad: likewise for the rotation
+
+ACCEPTED = "accepted"
+OLD_DATA = "old_data"                # older than the cache window (tf2 TF_OLD_DATA)
+REPEATED_DATA = "repeated_data"      # a stamp already in the history, same value (tf2 TF_REPEATED_DATA)
+REPEATED_CONFLICT = "repeated_conflict"  # a stamp already in the history, another value (TF_REPEATED_DATA too)
 
 
 class TransformError(LookupError):
@@ -88,6 +105,11 @@ class ConnectivityError(TransformError):
 
 class ExtrapolationError(TransformError):
     """The requested time is outside the buffered data of an edge (tf2 ``ExtrapolationException``)."""
+
+
+class RepeatedDataError(TransformError):
+    """(``strict_repeats``) The lookup depends on a stamp of an edge that was received twice with different
+    values, so the transform at that time is ambiguous (tf2 would use the first one)."""
 
 
 def _fmt(ns: int) -> str:
@@ -139,6 +161,22 @@ class _Sample:
     parent: str
     t: np.ndarray  # (3,)
     q: np.ndarray  # (4,) xyzw, unit
+    conflict: str = ""  # why this value is ambiguous (its stamp was repeated with another value); "" = it is not
+
+
+def _rotation_angle(q0: np.ndarray, q1: np.ndarray) -> float:
+    """Angle (rad) of the rotation between two unit quaternions."""
+    return 2.0 * math.acos(min(1.0, abs(float(q0 @ q1))))
+
+
+def _difference(a: _Sample, b: _Sample) -> str:
+    """"" when ``b`` repeats ``a``'s value; otherwise how they differ."""
+    if a.parent != b.parent:
+        return f"parent {a.parent!r} then {b.parent!r}"
+    dt, da = float(np.linalg.norm(a.t - b.t)), _rotation_angle(a.q, b.q)
+    if dt <= _SAME_T and da <= _SAME_ANGLE:
+        return ""
+    return f"{dt:.3f} m and {math.degrees(da):.2f} deg apart"
 
 
 class _EdgeCache:
@@ -149,22 +187,32 @@ class _EdgeCache:
         self.cache_ns = cache_ns
         self.samples: list[_Sample] = []  # oldest first
 
-    def insert(self, sample: _Sample) -> bool:
+    def insert(self, sample: _Sample) -> tuple[str, str]:
+        """``(status, detail)``: :data:`ACCEPTED`, :data:`OLD_DATA`, :data:`REPEATED_DATA` or
+        :data:`REPEATED_CONFLICT` (then the stored sample is marked as ambiguous; ``detail`` says how they
+        differ)."""
         if self.static:
             self.samples = [sample]
-            return True
+            return ACCEPTED, ""
         if self.samples and self.samples[-1].stamp > sample.stamp + self.cache_ns:
-            return False  # older than the cache window (tf2 TF_OLD_DATA)
+            return OLD_DATA, ""  # older than the cache window (tf2 TF_OLD_DATA)
         i = len(self.samples)
         while i > 0 and self.samples[i - 1].stamp > sample.stamp:
             i -= 1
-        if i > 0 and self.samples[i - 1].stamp == sample.stamp:
-            return False  # tf2 TF_REPEATED_DATA: the first one stays
+        if i > 0 and self.samples[i - 1].stamp == sample.stamp:  # tf2 TF_REPEATED_DATA: the first one stays
+            first = self.samples[i - 1]
+            diff = _difference(first, sample)
+            if not diff:
+                return REPEATED_DATA, ""
+            if not first.conflict:
+                first.conflict = (f"the sample at {_fmt(first.stamp)} was received twice with different values "
+                                  f"({diff})")
+            return REPEATED_CONFLICT, diff
         self.samples.insert(i, sample)
         latest = self.samples[-1].stamp
         while self.samples and self.samples[0].stamp + self.cache_ns < latest:
             self.samples.pop(0)
-        return True
+        return ACCEPTED, ""
 
     def latest(self) -> tuple[int, str | None]:
         """(newest stamp or 0 for static / empty, parent of the newest sample or None when empty)."""
@@ -208,7 +256,8 @@ class _EdgeCache:
             return a, ""
         r = (ns - a.stamp) / (b.stamp - a.stamp)
         t, q = interpolate(a.t, a.q, b.t, b.q, r)
-        return _Sample(ns, a.parent, t, q), ""
+        conflict = "; ".join(x.conflict for x in (a, b) if x.conflict)
+        return _Sample(ns, a.parent, t, q, conflict), ""
 
 
 class TransformBuffer:
@@ -216,11 +265,14 @@ class TransformBuffer:
 
     Args:
         cache_time: seconds of dynamic history kept per edge (tf2 default 10 s).
+        strict_repeats: a lookup that depends on a sample whose stamp was repeated with a different value
+            raises :class:`RepeatedDataError` (default False: the first value is used, as tf2 does).
     """
 
-    def __init__(self, cache_time: float = 10.0):
+    def __init__(self, cache_time: float = 10.0, strict_repeats: bool = False):
         if not (math.isfinite(cache_time) and cache_time > 0):
             raise ValueError(f"cache_time must be a positive number of seconds, got {cache_time}")
+        self.strict_repeats = bool(strict_repeats)
         self.cache_time = float(cache_time)
         self._cache_ns = int(round(cache_time * _NS))
         self._edges: dict[str, _EdgeCache] = {}
@@ -231,11 +283,24 @@ class TransformBuffer:
     def add(self, transform, static: bool = False) -> bool:
         """Add one ``TransformStamped``-like transform (parent ``header.frame_id``, child ``child_frame_id``).
 
-        Returns False when tf2 would ignore it (older than the cache window, or a repeated stamp).
+        Returns False when tf2 would ignore it (older than the cache window, or a repeated stamp; see
+        :meth:`add_status` for which).
 
         Raises:
             ValueError: empty frame ids, a frame that is its own parent, non-finite values or a zero
                 quaternion.
+        """
+        return self.add_status(transform, static)[0] == ACCEPTED
+
+    def add_status(self, transform, static: bool = False) -> tuple[str, str]:
+        """:meth:`add`, returning ``(status, detail)``: :data:`ACCEPTED`; :data:`OLD_DATA` (ignored: older than
+        the cache window); :data:`REPEATED_DATA` (ignored: its stamp is already in the history with the same
+        value, within 1 nm / 1 nrad); :data:`REPEATED_CONFLICT` (ignored, the stored value stays, but marked as
+        ambiguous: see ``strict_repeats``; ``detail`` says how far apart the two values are). Static
+        transforms are always accepted (the latest replaces the previous one).
+
+        Raises:
+            ValueError: as :meth:`add`.
         """
         parent = str(transform.header.frame_id).lstrip("/")
         child = str(transform.child_frame_id).lstrip("/")
@@ -252,11 +317,13 @@ class TransformBuffer:
             edge = self._edges.get(child)
             if edge is None or edge.static != bool(static):
                 edge = self._edges[child] = _EdgeCache(bool(static), self._cache_ns)
-            ok = edge.insert(_Sample(stamp, parent, t, q))
-            if ok:
+            status, detail = edge.insert(_Sample(stamp, parent, t, q))
+            if status == ACCEPTED:
                 self._frames.update((parent, child))
                 self._cond.notify_all()
-            return ok
+            if detail:
+                detail = f"transform {parent!r} -> {child!r} at {_fmt(stamp)}: {detail}"
+            return status, detail
 
     def add_message(self, tf_message, static: bool = False) -> int:
         """Add every transform of a ``tf2_msgs/TFMessage``; returns how many were accepted."""
@@ -308,12 +375,14 @@ class TransformBuffer:
             target_frame: frame the result expresses points in.
             source_frame: frame the points are given in.
             stamp: seconds, a ``builtin_interfaces/Time`` / rclpy Time, or 0 for the latest common time.
-            timeout: seconds to wait for missing data added by another thread.
+            timeout: seconds to wait for missing data added by another thread (not for a
+                :class:`RepeatedDataError`, which more data cannot resolve).
 
         Raises:
             FrameNotFoundError: a frame no transform mentions.
             ConnectivityError: the frames are in different trees.
             ExtrapolationError: ``stamp`` outside the buffered data of an edge on the chain.
+            RepeatedDataError: (``strict_repeats``) a sample the result depends on is ambiguous.
             TransformError: an empty frame id, or a loop in the tree.
         """
         return self.lookup_with_time(target_frame, source_frame, stamp, timeout)[0]
@@ -329,6 +398,8 @@ class TransformBuffer:
                 try:
                     T, used = self._lookup(target, source, ns)
                     return T, used / _NS
+                except RepeatedDataError:
+                    raise
                 except TransformError:
                     remaining = deadline - _time.monotonic()
                     if remaining <= 0:
@@ -381,6 +452,12 @@ class TransformBuffer:
         return (f"Could not find a connection between '{target}' and '{source}' because they are not part of "
                 "the same tree (the tf data has two or more unconnected trees)")
 
+    def _check_conflict(self, sample: _Sample, frame: str, ns: int, where: str, target: str, source: str) -> None:
+        if self.strict_repeats and sample.conflict:
+            raise RepeatedDataError(f"ambiguous transform of edge {frame!r} -> {sample.parent!r} at time {_fmt(ns)}: "
+                                    f"{sample.conflict} (tf2 TF_REPEATED_DATA keeps the first){where}",
+                                    target, source, ns / _NS)
+
     def _lookup(self, target: str, source: str, ns: int) -> tuple[np.ndarray, int]:
         if target == source:
             if ns == 0:
@@ -407,6 +484,7 @@ class TransformBuffer:
             if sample is None:
                 source_error = f"{why} (edge {frame!r} -> its parent)"
                 break
+            self._check_conflict(sample, frame, ns, where, target, source)
             acc = _matrix(sample.t, sample.q) @ acc
             frame = sample.parent
             if frame in chain:
@@ -428,6 +506,7 @@ class TransformBuffer:
             sample, why = edge.sample(ns)
             if sample is None:
                 raise ExtrapolationError(f"{why} (edge {frame!r} -> its parent){where}", target, source, ns / _NS)
+            self._check_conflict(sample, frame, ns, where, target, source)
             acc = _matrix(sample.t, sample.q) @ acc
             frame = sample.parent
             if frame in seen:

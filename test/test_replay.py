@@ -344,3 +344,140 @@ def test_replay_oracle_instances_feed_the_map_from_ground_truth(recording, proce
     with pytest.raises(ReplayError, match="oracle-instances"):
         replay(ReplayConfig(bag=bare, out=tmp_path / "o2", device="cpu", progress=False, oracle_instances=True),
                processor=processor)
+
+
+# -- hardening (issue 13) -----------------------------------------------------------------------------------
+def rewrite_bag(src, dst, edit, drop=()):
+    """``src`` copied to ``dst`` with ``edit(topic, t_ns, msg, i)`` -> ``(t_ns, msg)`` (``i``: the index of the
+    message within its topic) applied to every message of topics other than ``drop``."""
+    store = typestore()
+    seen: dict[str, int] = {}
+    with Reader(Path(src)) as reader, Writer(Path(dst), version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conns = {c.id: writer.add_connection(c.topic, c.msgtype, typestore=store)
+                 for c in reader.connections if c.topic not in drop}
+        for c, t, raw in reader.messages():
+            if c.id not in conns:
+                continue
+            i = seen[c.topic] = seen.get(c.topic, -1) + 1
+            t2, msg = edit(c.topic, t, store.deserialize_cdr(raw, c.msgtype), i)
+            writer.write(conns[c.id], t2, store.serialize_cdr(msg, c.msgtype))
+    return Path(dst)
+
+
+def _restamp(msg, stamp):
+    from dataclasses import replace
+
+    return replace(msg, header=replace(msg.header, stamp=stamp))
+
+
+GT_TOPICS = ("/bifusion/gt/semantic", "/bifusion/gt/instance")
+
+
+def test_bad_ground_truth_images_are_counted_skips_of_scoring_not_an_abort(recording, tmp_path, caplog):
+    """A 3-channel (rgb8) label image used to end the replay with "ground truth has 3420 values, prediction
+    1140" and no metrics.json; now each unusable ground-truth image is a logged, counted skip of that frame's
+    scoring, and the other single-channel integer encodings are read."""
+    from dataclasses import replace
+
+    from bifusion_ros.convert import numpy_to_image, raw_image_array, rosbags_factory
+
+    msgs = rosbags_factory(typestore())
+
+    def edit(topic, t, msg, i):
+        if topic == GT_TOPICS[0] and i == 0:  # another size than the colour image
+            small = raw_image_array(msg)[::2, ::2]
+            msg = numpy_to_image(small, "16UC1", msg.header, msgs)
+        elif topic == GT_TOPICS[0] and i == 1:  # rgb8: three values per pixel
+            ids = raw_image_array(msg)
+            msg = numpy_to_image(np.repeat((ids % 256)[..., None], 3, axis=2), "rgb8", msg.header, msgs)
+        elif topic == GT_TOPICS[1] and i == 2:  # truncated data
+            msg = replace(msg, data=msg.data[:-2])
+        elif topic == GT_TOPICS[0] and i == 3:  # 32SC1 is a valid id image
+            ids = raw_image_array(msg).astype("<i4")
+            msg = replace(msg, encoding="32SC1", step=msg.width * 4, data=ids.view(np.uint8).ravel())
+        return t, msg
+
+    bag = rewrite_bag(recording, tmp_path / "bad_gt", edit)
+    cfg = ReplayConfig(bag=bag, out=tmp_path / "out", save_every=0, min_region_size=20, progress=False)
+    assert run(cfg, Oracle(), per_class=False) == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    f = m["frames"]
+    assert f["processed"] == FRAMES and f["evaluated"] == 1 and f["without_gt"] == 0
+    assert f["gt_skipped"] == {"bad_encoding": 1, "bad_image": 1, "size_mismatch": 1}
+    assert m["semantic"]["miou"] == pytest.approx(1.0)  # the 32SC1 frame, read right
+    assert "encoding 'rgb8'" in caplog.text and "single-channel integer" in caplog.text
+    assert "80x60" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_classes_the_checkpoint_refuses_are_a_one_line_error(recording, checkpoint, processor, tmp_path, caplog):
+    names = ",".join(f"class{i}" for i in range(500))
+    rc = main(["--bag", str(recording), "--out", str(tmp_path / "out"), "--checkpoint", str(checkpoint),
+               "--device", "cpu", "--classes", names, "-q"])
+    assert rc == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0] and "500 names" in errors[0]
+    assert "Traceback" not in caplog.text and not (tmp_path / "out" / "metrics.json").exists()
+    with pytest.raises(ReplayError, match="--classes"):  # a processor given by the caller: the same error
+        replay(ReplayConfig(bag=recording, out=tmp_path / "o2", classes=names.split(","), progress=False),
+               processor=processor)
+    assert processor.class_names == CLASSES
+
+
+@pytest.mark.parametrize("same_value", [False, True], ids=["conflicting", "identical"])
+def test_repeated_tf_stamps_are_counted_and_an_ambiguous_pose_is_not_used(recording, tmp_path, caplog, same_value):
+    """Frames 1 and 2 share a header stamp, each with its own /tf. tf2 keeps the first transform of a stamp
+    (TF_REPEATED_DATA), so frame 2 used to be published at frame 1's pose, silently. Now the repeat is counted
+    and logged; when the two transforms disagree frame 2 gets no pose (skipped as missing_tf); an identical
+    repeat is harmless."""
+    _, inputs = read_bag(recording)
+    tf1 = inputs[TOPIC_TF][1][1]
+    stamp1 = inputs["/camera/camera/color/image_raw"][1][1].header.stamp
+
+    def edit(topic, t, msg, i):
+        if i == 2 and topic != TOPIC_TF_STATIC:
+            if topic == TOPIC_TF and same_value:
+                return t, tf1
+            if topic == TOPIC_TF:
+                return t, replace_transforms(msg, stamp1)
+            return t, _restamp(msg, stamp1)
+        return t, msg
+
+    def replace_transforms(msg, stamp):
+        from dataclasses import replace
+
+        return replace(msg, transforms=[_restamp(x, stamp) for x in msg.transforms])
+
+    bag = rewrite_bag(recording, tmp_path / "repeat", edit, drop=GT_TOPICS)
+    m = replay(ReplayConfig(bag=bag, out=tmp_path / "out", save_every=0, progress=False), processor=Oracle())
+    f = m["frames"]
+    assert f["synchronised"] == FRAMES and f["tf_repeated"] == 1
+    assert "TF_REPEATED_DATA" in caplog.text
+    _, out = read_bag(tmp_path / "out" / "output_bag")
+    stamps = [c.header.stamp for _, c in out[OUTPUT_TOPICS["cloud"]]]
+    if same_value:
+        assert f["tf_repeated_conflicting"] == 0 and f["processed"] == FRAMES and f["skipped"] == 0
+        assert len(stamps) == FRAMES
+    else:
+        assert f["tf_repeated_conflicting"] == 1
+        assert f["processed"] == FRAMES - 1 and f["skipped_by_reason"]["missing_tf"] == 1
+        assert "received twice with different values" in f["skip_examples"]["missing_tf"]
+        assert stamps.count(stamp1) == 1  # frame 1 only; frame 2 is not published at frame 1's pose
+
+
+@pytest.mark.parametrize("late_s, processed", [(1.9, FRAMES - 1), (-0.05, FRAMES)], ids=["after", "within"])
+def test_tf_arriving_after_tf_timeout_is_not_used(recording, tmp_path, late_s, processed):
+    """The last frame's /tf is received ``tf_timeout + late_s`` after its set: the node (tf_timeout on its
+    worker) skips the frame when that is after the timeout, and so does replay now (it used the late transform,
+    because it looked TF up only when the next message came)."""
+    timeout = ReplayConfig(bag="b", out="o").tf_timeout
+    delay = int(round((timeout + late_s) * 1e9))
+
+    def edit(topic, t, msg, i):
+        return (t + delay if topic == TOPIC_TF and i == FRAMES - 1 else t), msg
+
+    bag = rewrite_bag(recording, tmp_path / "late_tf", edit, drop=GT_TOPICS)
+    m = replay(ReplayConfig(bag=bag, out=tmp_path / "out", save_every=0, progress=False), processor=Oracle())
+    f = m["frames"]
+    assert f["processed"] == processed and f["skipped_by_reason"]["missing_tf"] == FRAMES - processed
+    if processed < FRAMES:
+        assert "extrapolation into the future" in f["skip_examples"]["missing_tf"]

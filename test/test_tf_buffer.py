@@ -207,3 +207,27 @@ def test_timeout_waits_for_data():
     thread.join()
     np.testing.assert_allclose(T[:3, 3], [3, 6, -3], atol=1e-12)
     assert not buf.can_transform("map", "camera_link", 4.0, timeout=0.01)
+
+
+def test_add_status_tells_old_repeated_and_conflicting_data_apart():
+    from bifusion_ros.tf_buffer import ACCEPTED, OLD_DATA, REPEATED_CONFLICT, REPEATED_DATA, RepeatedDataError
+
+    for strict in (False, True):
+        buf = TransformBuffer(cache_time=10.0, strict_repeats=strict)
+        assert buf.add_status(tf("map", "cam", 20.0, (1, 0, 0))) == (ACCEPTED, "")
+        assert buf.add_status(tf("map", "cam", 22.0, (3, 0, 0))) == (ACCEPTED, "")
+        assert buf.add_status(tf("map", "cam", 5.0))[0] == OLD_DATA
+        assert buf.add_status(tf("map", "cam", 22.0, (3, 0, 0), q=(0, 0, 0, -1.0)))[0] == REPEATED_DATA  # -q = q
+        np.testing.assert_allclose(buf.lookup("map", "cam", 22.0)[:3, 3], [3, 0, 0])  # harmless: still used
+        status, detail = buf.add_status(tf("map", "cam", 20.0, (1, 1.43, 0)))
+        assert status == REPEATED_CONFLICT and "1.430 m" in detail and "'map' -> 'cam' at 20.0" in detail
+        if not strict:  # tf2: the first value stays and is used
+            np.testing.assert_allclose(buf.lookup("map", "cam", 20.0)[:3, 3], [1, 0, 0])
+            np.testing.assert_allclose(buf.lookup("map", "cam", 21.0)[:3, 3], [2, 0, 0])
+            continue
+        for at in (20.0, 21.0):  # the ambiguous stamp itself, and an interpolation from it
+            with pytest.raises(RepeatedDataError, match="received twice with different values"):
+                buf.lookup("map", "cam", at, timeout=5.0)  # no wait: more data cannot resolve it
+        assert isinstance(RepeatedDataError("x"), TransformError)
+        assert buf.add(tf("map", "cam", 23.0, (4, 0, 0)))
+        np.testing.assert_allclose(buf.lookup("map", "cam", 22.5)[:3, 3], [3.5, 0, 0])  # not depending on it
