@@ -46,3 +46,26 @@ def test_bench_map_keeps_the_memory_full_and_flat_once_capped(tmp_path):
     assert abs(samples[-1]["voxel_map_mb"] - samples[-2]["voxel_map_mb"]) <= 0.05 * samples[-2]["voxel_map_mb"]
     # the two objects slide along with the camera and keep merging: their voxel sets stop at the cap
     assert samples[-1]["instance_voxels_mb"] == samples[-2]["instance_voxels_mb"] > samples[0]["instance_voxels_mb"]
+
+
+def test_bench_soak_accounts_for_every_set_and_fails_on_a_broken_counter(tmp_path, monkeypatch):
+    """A short soak through the node's session: every set fed is processed or skipped for its injected reason,
+    every posed frame reaches the map, and the JSON says so; a session that loses a skip fails the run."""
+    out = tmp_path / "soak.json"
+    args = ["soak", "--frames", "24", "--warmup", "4", "--loop", "4", "--width", "64", "--height", "48",
+            "--sample-every", "2", "--no-pose-every", "5", "--empty-depth-every", "7", "--max-growth", "1.0",
+            "--json", str(out)]
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    assert r["processed"] == 24 - 4 - 3 and r["skipped"]["missing_tf"] == 4 and r["skipped"]["processor_error"] == 3
+    assert r["map"]["merged_frames"] == r["processed"] and r["checks"]["ok"]
+    assert len(r["frame_time"]["deciles"]) == 10 and r["rss_mb"]["end"] > 0
+
+    from bifusion_core.pipeline.session import FrameSession
+
+    real_skip = FrameSession.skip
+    monkeypatch.setattr(FrameSession, "skip", lambda self, reason, detail: None if reason == "missing_tf"
+                        else real_skip(self, reason, detail))
+    assert main(args) == 1
+    r = json.loads(out.read_text())
+    assert not r["checks"]["every_set_accounted"] and not r["checks"]["ok"]

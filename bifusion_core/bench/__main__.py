@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import decoder, encoder, mapping, pipeline, sparse
+from . import decoder, encoder, mapping, pipeline, soak, sparse
 from .common import machine, write_json
 
 class _Stage:
@@ -26,6 +26,8 @@ STAGES = {
                     pipeline.add_train_args),
     "map": _Stage("``map`` stage: online instance map merge latency (10/50/100 instances) and memory over 1000 "
                   "frames.", mapping.run, mapping.add_args),
+    "soak": _Stage("``soak`` stage: 10,000 frames through the node's session (model, map, bad sets mixed in): "
+                   "RSS and frame time stay flat, every counter adds up.", soak.run, soak.add_args),
     "decoder": _Stage("``decoder`` stage: query decoder + post-processing on the superpoints of 50k points.",
                       decoder.run_decoder, decoder.add_args),
 }
@@ -44,13 +46,15 @@ def main(argv=None) -> int:
     if args.stage == "all":
         out = {"machine": machine(), "stages": {}}
         for name, mod in STAGES.items():
+            if name == "soak":  # an hour-long run of its own: python -m bifusion_core.bench soak
+                continue
             sp = argparse.ArgumentParser()
             mod.add_args(sp)
             out["stages"][name] = mod.run(sp.parse_args([]))
     else:
         out = {"machine": machine(), **STAGES[args.stage].run(args)}
     write_json(args.json, out)
-    return 0
+    return int(out.get("exit_code", 0))
 
 
 if __name__ == "__main__":
