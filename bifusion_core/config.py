@@ -334,9 +334,30 @@ def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
+_YAML_LOADER = None
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` that also reads exponents without a dot as floats (``1e-4``; YAML 1.1 reads them as
+    strings). Raises ``yaml.YAMLError``."""
+    global _YAML_LOADER
+    import re
+
+    import yaml
+
+    if _YAML_LOADER is None:
+        class Loader(yaml.SafeLoader):
+            pass
+
+        Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+            r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+        _YAML_LOADER = Loader
+    return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader subclass
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place; returns it.
-    ``ValueError`` naming the override for a malformed one or a value that is not valid YAML."""
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML, :func:`load_yaml`) to a nested dict, in place;
+    returns it. ``ValueError`` naming the override for a malformed one or a value that is not valid YAML."""
     import yaml
 
     for item in overrides:
@@ -354,7 +375,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {p!r} is not a section")
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = load_yaml(raw)
         except yaml.YAMLError as exc:
             raise ValueError(f"override {item!r}: the value is not valid YAML ({one_line(exc)})") from exc
     return data

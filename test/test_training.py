@@ -7,7 +7,7 @@ import torch
 
 from bifusion_core.models.checkpoint import CheckpointError
 from bifusion_core.train.config import load_train_config
-from bifusion_core.train.loop import NonFiniteLoss, Trainer, lr_factor
+from bifusion_core.train.loop import ConfigChanged, NonFiniteLoss, Trainer, lr_factor
 from bifusion_core.train.stages import StageConfig
 
 TINY = [
@@ -103,9 +103,13 @@ def test_resume_rejects_corrupt_or_foreign_checkpoints(tmp_path):
     tr.save(tmp_path / "model_only.pt", with_train_state=False)
     with pytest.raises(CheckpointError, match="no training state"):
         tr.resume(tmp_path / "model_only.pt")
-    # a resumable checkpoint of a different model (here: a wider decoder) is refused, not half-loaded
+    # a resumable checkpoint of a different model (here: a narrower decoder) is refused, not half-loaded: first
+    # as another config, and with the config change allowed, as weights that do not fit
     other = make_trainer(tmp_path, ["model.decoder.d_model=32"], "other")
     other.save(tmp_path / "other.pt")
+    with pytest.raises(ConfigChanged, match=r"model\.decoder\.d_model: 32 -> 64"):
+        tr.resume(tmp_path / "other.pt")
+    tr.allow_config_change = True
     with pytest.raises(CheckpointError, match="wrong shape"):
         tr.resume(tmp_path / "other.pt")
 

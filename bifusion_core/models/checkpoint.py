@@ -7,9 +7,13 @@ A checkpoint is untrusted input: anything else is rejected with a clear error.
 Checkpoints written before the merge head (DESIGN.md §5b) have no ``decoder.merge_dim`` in their config; they
 load as models without one (``merge_dim = 0``, instances carry no embedding). :func:`init_weights` starts a new
 training run from a checkpoint's weights, where the merge head may be missing (it starts from its random init).
+
+Writes are atomic (:func:`save_checkpoint`): a process killed while saving leaves the previous file intact.
+Weights that are not finite (NaN/inf) are refused at load (:func:`load_weights`).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -27,16 +31,46 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path, model: BiFusionModel, meta: dict | None = None, train_state: dict | None = None) -> None:
-    """Write ``model`` (and optional training state) atomically to ``path``."""
+    """Write ``model`` (and optional training state) atomically to ``path`` (:func:`write_atomic`)."""
     payload = {"format": FORMAT, "version": VERSION, "config": to_dict(model.cfg),
                "model": model.trainable_state_dict(), "class_names": list(model.class_names), "meta": meta or {}}
     if train_state is not None:
         payload["train"] = train_state
+    write_atomic(path, payload)
+
+
+def write_atomic(path, payload) -> None:
+    """``torch.save(payload)`` to ``path`` so that ``path`` always holds either its old content or the complete
+    new one: the bytes go to ``PATH.tmp`` in the same directory, are flushed and fsynced, the file is renamed
+    over ``path`` (``os.replace``, atomic on POSIX and Windows) and the directory is fsynced so the rename
+    survives a power cut. On an error the temporary file is removed; a process killed mid-write leaves at most
+    a stale ``PATH.tmp`` (overwritten by the next save, never read as a checkpoint)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows, where directories cannot be opened (nor need to be synced)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_checkpoint(path) -> dict:
@@ -106,8 +140,8 @@ def init_weights(model: BiFusionModel, data: dict, path="checkpoint") -> list[st
 
 def load_weights(model: BiFusionModel, sd: dict, path="checkpoint", allow_missing=()) -> None:
     """Load a checkpoint's weights, which must fit the model exactly (a frozen pretrained CLIP tower may be
-    absent: it comes from its own weights file; so may the names in ``allow_missing``). Raises
-    :class:`CheckpointError` naming what does not fit."""
+    absent: it comes from its own weights file; so may the names in ``allow_missing``) and be finite. Raises
+    :class:`CheckpointError` naming what does not fit, or the first tensors with NaN/inf values."""
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: the model entry is not a state dict of tensors")
     own = model.state_dict()
@@ -119,7 +153,17 @@ def load_weights(model: BiFusionModel, sd: dict, path="checkpoint", allow_missin
     if missing or unexpected or bad_shape:
         raise CheckpointError(f"{path}: weights do not fit the config: missing {missing[:5]}, unexpected "
                               f"{unexpected[:5]}, wrong shape {bad_shape[:5]}")
+    bad = non_finite_tensors(sd)
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or inf values, first {bad[:5]}: "
+                              "the checkpoint is unusable (a diverged run?)")
     model.load_state_dict(sd, strict=False)
+
+
+def non_finite_tensors(sd: dict) -> list[str]:
+    """Names of the floating-point (or complex) tensors of ``sd`` with any NaN or inf entry, in order."""
+    return [k for k, v in sd.items()
+            if (v.is_floating_point() or v.is_complex()) and v.numel() and not bool(torch.isfinite(v).all())]
 
 
 def _merge(base: dict, over: dict) -> dict:

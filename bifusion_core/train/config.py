@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import apply_overrides, configclass, from_dict, one_line, spec
+from ..config import apply_overrides, configclass, from_dict, load_yaml, one_line, spec
 from ..losses.criterion import LossConfig
 from ..models.bifusion import BiFusionConfig
 from .data import DataConfig
@@ -67,7 +67,7 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
         if not p.is_file():
             raise FileNotFoundError(f"training config not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = load_yaml(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ValueError(f"{p}: not valid YAML ({one_line(exc)})") from exc
         if not isinstance(data, dict):

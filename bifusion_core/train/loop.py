@@ -2,7 +2,12 @@
 TensorBoard scalars, tqdm progress, periodic validation, DistributedDataParallel under ``torchrun``.
 
 ``init``: a new run may start from another checkpoint's weights (not its training state), e.g. to run only the
-merge stage S3 on a trained model (:func:`~bifusion_core.models.checkpoint.init_weights`)."""
+merge stage S3 on a trained model (:func:`~bifusion_core.models.checkpoint.init_weights`).
+
+Resuming (``RUN_DIR/last.pt``) needs the config the run was trained with: another one is refused
+(:class:`ConfigChanged`, naming the keys that differ) unless ``allow_config_change``; then the change is
+logged and recorded: ``RUN_DIR/config.json`` is the config in use now, ``RUN_DIR/config_history.json`` (also kept
+in ``last.pt``) lists every config of the run with the step it took over from."""
 from __future__ import annotations
 
 import json
@@ -18,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import to_dict
+from ..config import from_dict, to_dict
 from ..losses.criterion import BiFusionCriterion
 from ..models.bifusion import BiFusionModel
 from ..models.checkpoint import (CheckpointError, checkpoint_config, init_weights, load_weights, read_checkpoint,
@@ -33,6 +38,10 @@ log = logging.getLogger("bifusion.train")
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class ConfigChanged(ValueError):
+    """Resuming a run with a config other than the one it was trained with (without ``allow_config_change``)."""
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -109,24 +118,46 @@ def build_model(cfg: TrainConfig, init: dict | None = None) -> BiFusionModel:
     return BiFusionModel(mc)
 
 
-def config_differences(a, b, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested config dicts (keys of either)."""
+_ABSENT = object()
+
+
+def config_changes(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
+    """``(dotted key, value in a, value in b)`` for every value that differs between two nested config dicts
+    (keys of either; a key missing on one side has the value :data:`_ABSENT` there)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b), key=str):
-            out += config_differences(a.get(k), b.get(k), f"{prefix}{k}.")
+            out += config_changes(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{prefix}{k}.")
         return out
-    return [] if a == b else [prefix.rstrip(".")]
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+def config_differences(a, b, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts (keys of either)."""
+    return [k for k, _, _ in config_changes(a, b, prefix)]
+
+
+def describe_changes(changes) -> list[str]:
+    """``["model.backbone.voxel_size: 0.05 -> 0.1", ...]`` for :func:`config_changes` output."""
+
+    def show(v):
+        text = "(absent)" if v is _ABSENT else repr(v)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    return [f"{k}: {show(a)} -> {show(b)}" for k, a, b in changes]
 
 
 class Trainer:
     """One training run (see the module doc). ``init``: a checkpoint whose weights the run starts from (its
     training state is not used; the merge head may be missing from it, anything else must fit exactly or
-    :class:`CheckpointError` is raised). A resumable ``last.pt`` in ``out_dir`` still wins over ``init``."""
+    :class:`CheckpointError` is raised). A resumable ``last.pt`` in ``out_dir`` still wins over ``init``.
+    ``allow_config_change``: :meth:`resume` a checkpoint trained with another config (logged and recorded in
+    ``config_history``) instead of raising :class:`ConfigChanged`."""
 
     def __init__(self, cfg: TrainConfig, out_dir, device: str = "auto", max_steps: int | None = None,
-                 init=None):
+                 init=None, allow_config_change: bool = False):
         self.cfg = cfg
+        self.allow_config_change = allow_config_change
         self.out = Path(out_dir)
         self.world, self.rank, device = _dist(device)
         self.device = torch.device(device)
@@ -140,6 +171,8 @@ class Trainer:
         if init_data is not None:
             self._init_from(init_data)
         self.model.to(self.device)
+        # every config this run has trained with and the step each took over from (a resume may add one)
+        self.config_history: list[dict] = [{"from_step": 0, "config": to_dict(cfg)}]
         self.total = cfg.stages.total
         self.max_steps = self.total if max_steps is None else min(self.total, max_steps)
         # every parameter any stage trains: S1's modules include the whole decoder (its merge head: S3)
@@ -174,7 +207,6 @@ class Trainer:
         left = init_weights(self.model, data, path)
         meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
         self.init_meta = {"checkpoint": str(path), "step": meta.get("step")}
-        from ..config import from_dict
         from ..models.bifusion import BiFusionConfig
 
         try:
@@ -195,7 +227,7 @@ class Trainer:
         if with_train_state:
             state = {"step": self.step, "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(),
                      "scaler": self.scaler.state_dict(), "rng": rng_state(), "skipped": self.skipped,
-                     "train_config": to_dict(self.cfg)}
+                     "train_config": to_dict(self.cfg), "config_history": self.config_history}
         meta = {"step": self.step, "metrics": metrics or {}}
         if self.init_meta:
             meta["init"] = self.init_meta
@@ -206,6 +238,7 @@ class Trainer:
         st = data.get("train")
         if not isinstance(st, dict) or "optimizer" not in st:
             raise CheckpointError(f"{path}: no training state to resume from (a model-only checkpoint?)")
+        self._check_config(path, st)
         load_weights(self.model, data["model"], path)
         self.optim.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
@@ -214,6 +247,36 @@ class Trainer:
         self.step = int(st["step"])
         self.skipped = int(st.get("skipped", 0))
         log.info("resumed from %s at step %d", path, self.step)
+
+    def _check_config(self, path: Path, st: dict) -> None:
+        """Compare the config ``last.pt`` was trained with to this run's: equal, or refused
+        (:class:`ConfigChanged`) unless ``allow_config_change``, where the change joins ``config_history``."""
+        new = to_dict(self.cfg)
+        saved = st.get("train_config")
+        step = int(st.get("step", 0))
+        history = st.get("config_history")
+        if not (isinstance(history, list) and history and all(isinstance(h, dict) for h in history)):
+            history = [{"from_step": 0, "config": saved}]
+        if not isinstance(saved, dict):
+            log.warning("%s holds no training config: cannot check that it was trained with this one", path)
+            self.config_history = history + [{"from_step": step, "config": new, "changed": ["(unknown)"]}]
+            return
+        try:  # read as this code reads configs: keys added since then take their defaults
+            saved = to_dict(from_dict(TrainConfig, saved, "saved config"))
+        except ValueError:
+            pass
+        changes = describe_changes(config_changes(saved, new))
+        if not changes:
+            self.config_history = history
+            return
+        if not self.allow_config_change:
+            raise ConfigChanged(
+                f"{path} was trained (to step {step}) with another config: {'; '.join(changes)}. Resume with the "
+                "same config, start over with --no-resume or another --out, or pass --allow-config-change to "
+                "continue with the new one")
+        log.warning("resuming %s at step %d with a changed config (recorded in config_history.json): %s", path,
+                    step, "; ".join(changes))
+        self.config_history = history + [{"from_step": step, "config": new, "changed": changes}]
 
     def _all_ranks_finite(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every rank (ranks must skip a step together or DDP deadlocks)."""
@@ -287,7 +350,10 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out / "tb"))
+            # config.json: the config in use from now on; config_history.json: every config of the run and the
+            # step it took over from (more than one entry only after a resume with --allow-config-change)
             (self.out / "config.json").write_text(json.dumps(to_dict(self.cfg), indent=2))
+            (self.out / "config_history.json").write_text(json.dumps(self.config_history, indent=2))
         lg = self.cfg.log
         metrics: dict = {}
         history = []
@@ -332,6 +398,9 @@ class Trainer:
                        "history": history}
             if self.init_meta:
                 summary["init"] = self.init_meta
+            if len(self.config_history) > 1:
+                summary["config_changes"] = [{"from_step": h.get("from_step"), "changed": h.get("changed")}
+                                             for h in self.config_history[1:]]
             (self.out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
             writer.close()
             return summary
