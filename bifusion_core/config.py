@@ -44,11 +44,12 @@ RULE_KEY = "bifusion.config.rule"
 
 class FieldError(ValueError):
     """A config field has a bad value: ``key`` (the field, or a dotted key path) and ``reason``
-    (``"must be >= 1, got 0"``); ``str()`` is ``"key reason"``."""
+    (``"must be >= 1, got 0"``); ``str()`` is ``key + sep + reason`` (``"n must be >= 1, got 0"``,
+    ``"config.optim: expected a mapping for OptimConfig, got int 3"``)."""
 
-    def __init__(self, key: str, reason: str):
-        self.key, self.reason = key, reason
-        super().__init__(f"{key} {reason}")
+    def __init__(self, key: str, reason: str, sep: str = " "):
+        self.key, self.reason, self.sep = key, reason, sep
+        super().__init__(f"{key}{sep}{reason}")
 
 
 # ---------------------------------------------------------------------------------------- scalar checks
@@ -211,7 +212,7 @@ def check_value(key: str, value, tp, allow_inf: bool = False):
             return value
         if isinstance(value, Mapping):
             return from_dict(tp, dict(value), key)
-        raise FieldError(key, f"expected a mapping for {tp.__name__}, got {_show(value)}")
+        raise FieldError(key, f"expected a mapping for {tp.__name__}, got {_show(value)}", ": ")
     if isinstance(tp, type):
         if not isinstance(value, tp):
             raise FieldError(key, f"must be a {tp.__name__}, got {_show(value)}")
@@ -291,7 +292,7 @@ def from_dict(cls, data: dict | None, where: str = "config"):
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping for {cls.__name__}, got {_show(data)}")
+        raise FieldError(where, f"expected a mapping for {cls.__name__}, got {_show(data)}", ": ")
     types_ = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names, key=str)
@@ -307,7 +308,7 @@ def from_dict(cls, data: dict | None, where: str = "config"):
     try:
         return cls(**kwargs)
     except FieldError as exc:
-        raise FieldError(f"{where}.{exc.key}", exc.reason) from exc
+        raise FieldError(f"{where}.{exc.key}", exc.reason, exc.sep) from exc
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from exc
 

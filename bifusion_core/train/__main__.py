@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--init", metavar="CHECKPOINT",
                     help="start from this checkpoint's weights (a missing merge head starts from its init)")
     ap.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.batch_size=4 optim.lr=1e-4")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides may come before and after the options
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     from .config import load_train_config
     from .loop import NonFiniteLoss, Trainer
