@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("overrides", nargs="*", help="training-config overrides, e.g. data.val_scenes=4")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    from ..config import apply_overrides, from_dict, to_dict
+    from ..config import apply_overrides, from_dict, one_line, to_dict
     from ..models.checkpoint import CheckpointError, load_model
     from ..models.postprocess import PostprocessConfig
     from ..pipeline.processor import DEMO_CHECKPOINT
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         sampler = BatchSampler(pool, cfg.data, model.cfg, model.class_names)
         res = validate(model, sampler, args.max_frames, args.device, details=True)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:
-        log.error("%s", exc)
+        log.error("%s", one_line(exc))
         return 2
     sem = res.pop("semantic")
     print(sem.table())
