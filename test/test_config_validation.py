@@ -278,3 +278,8 @@ def test_resume_with_another_config_is_refused_unless_allowed_and_then_recorded(
     assert rc == 0 and not errors
     rc, errors = run_cli(tmp_path, caplog)
     assert rc == 2 and "model.backbone.voxel_size: 0.1 -> 0.05" in errors[0]
+    # how often it logs / validates / saves may change on resume without the flag; the change is recorded
+    rc, errors = run_cli(tmp_path, caplog, *coarse, "log.log_every=3")
+    assert rc == 0 and not errors
+    history = json.loads((run / "config_history.json").read_text())
+    assert len(history[-1]["changed"]) == 1 and history[-1]["changed"][0].startswith("log.log_every: ")

@@ -5,7 +5,8 @@ TensorBoard scalars, tqdm progress, periodic validation, DistributedDataParallel
 merge stage S3 on a trained model (:func:`~bifusion_core.models.checkpoint.init_weights`).
 
 Resuming (``RUN_DIR/last.pt``) needs the config the run was trained with: another one is refused
-(:class:`ConfigChanged`, naming the keys that differ) unless ``allow_config_change``; then the change is
+(:class:`ConfigChanged`, naming the keys that differ; ``log.*`` settings excepted) unless
+``allow_config_change``; then the change is
 logged and recorded: ``RUN_DIR/config.json`` is the config in use now, ``RUN_DIR/config_history.json`` (also kept
 in ``last.pt``) lists every config of the run with the step it took over from."""
 from __future__ import annotations
@@ -147,6 +148,11 @@ def describe_changes(changes) -> list[str]:
     return [f"{k}: {show(a)} -> {show(b)}" for k, a, b in changes]
 
 
+FREE_TO_CHANGE = ("log.",)
+"""Config keys a resumed run may change without ``allow_config_change`` (how often it logs, validates and
+saves does not change what it trains); the change is still recorded in ``config_history``."""
+
+
 class Trainer:
     """One training run (see the module doc). ``init``: a checkpoint whose weights the run starts from (its
     training state is not used; the merge head may be missing from it, anything else must fit exactly or
@@ -265,9 +271,14 @@ class Trainer:
             saved = to_dict(from_dict(TrainConfig, saved, "saved config"))
         except ValueError:
             pass
-        changes = describe_changes(config_changes(saved, new))
+        found = config_changes(saved, new)
+        changes = describe_changes(found)
         if not changes:
             self.config_history = history
+            return
+        if all(k.startswith(FREE_TO_CHANGE) for k, _, _ in found):
+            log.info("resuming %s at step %d with new logging settings: %s", path, step, "; ".join(changes))
+            self.config_history = history + [{"from_step": step, "config": new, "changed": changes}]
             return
         if not self.allow_config_change:
             raise ConfigChanged(
