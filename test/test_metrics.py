@@ -355,3 +355,18 @@ def test_instance_cli_without_ground_truth_instances_is_an_error(tmp_path, caplo
     write_instance_predictions(pred_dir, "s", [np.ones(n, bool)], [A], [0.9])
     assert eval_main(["instance", "--pred", str(pred_dir), "--gt", str(gt_dir), "--classes", "test_abc", "-q"]) == 2
     assert "no instance" in caplog.text
+
+
+def test_frame_instance_inputs_keeps_large_instance_ids_apart():
+    """Ground-truth instance ids above 999 (per-scene ids of a big dataset) used to be clipped to 999, merging
+    distinct objects silently; they are renumbered within the frame instead."""
+    from bifusion_core.eval.instance import frame_instance_inputs
+
+    sem = np.array([0, 0, 0, 0, 1, 1])
+    inst = np.array([1000, 1000, 2000, 2000, 5, -1])
+    to_id = np.array([3, 5])
+    gt_ids, preds = frame_instance_inputs(sem, inst, [], to_id)
+    assert preds == []
+    assert gt_ids[0] == gt_ids[1] != gt_ids[2] == gt_ids[3]
+    assert set(gt_ids[:4] // 1000) == {3} and gt_ids[4] // 1000 == 5 and gt_ids[5] == 0
+    assert len(np.unique(gt_ids[gt_ids > 0] % 1000)) == 3

@@ -355,7 +355,17 @@ def frame_instance_inputs(sem_gt: np.ndarray, inst_gt: np.ndarray, instances, to
     sem_gt = np.asarray(sem_gt, np.int64)
     inst_gt = np.asarray(inst_gt, np.int64)
     gt_label = np.where(sem_gt >= 0, to_id[np.clip(sem_gt, 0, len(to_id) - 1)], 0)
-    gt_ids = np.where((inst_gt > 0) & (gt_label > 0), gt_label * 1000 + np.clip(inst_gt, 0, 999), 0)
+    has = (inst_gt > 0) & (gt_label > 0)
+    # the benchmark packs label * 1000 + instance: ids up to 999 are kept, larger ones (per-scene ids of a big
+    # dataset) renumber the frame's instances 1..K instead of colliding
+    inst = inst_gt[has]
+    if inst.size and inst.max() > 999:
+        uniq, inv = np.unique(inst, return_inverse=True)
+        if len(uniq) > 999:
+            raise ValueError(f"the benchmark's id format holds at most 999 instances per scene, got {len(uniq)}")
+        inst = inv.reshape(-1) + 1
+    gt_ids = np.zeros_like(inst_gt)
+    gt_ids[has] = gt_label[has] * 1000 + inst
     preds = []
     for ins in instances:
         mask = np.zeros(len(sem_gt), bool)
