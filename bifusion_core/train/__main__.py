@@ -1,9 +1,9 @@
 """``python -m bifusion_core.train --config config/train/NAME.yaml [key=value ...] --out RUN_DIR``
 
 Trains BiFusion (DESIGN.md §3-4). Re-running with the same --out resumes from RUN_DIR/last.pt exactly; with
-another config (file or overrides) it is refused, naming the keys that differ, unless --allow-config-change
-(the change is then logged and recorded in RUN_DIR/config_history.json; RUN_DIR/config.json is the config in
-use now). Every config value is checked (types and ranges) before anything trains.
+another config (file or overrides; log.* settings excepted) it is refused, naming the keys that differ,
+unless --allow-config-change (the change is then logged and recorded in RUN_DIR/config_history.json;
+RUN_DIR/config.json is the config in use now). Every config value is checked (types and ranges) before anything trains.
 ``--init CHECKPOINT`` starts a new run from a checkpoint's weights (not its training state), e.g. only the merge
 stage on the shipped demo model (``--config config/train/synthetic_merge.yaml --init
 bifusion_core/assets/demo/synthetic_small.pt``); a checkpoint without a merge head is accepted (the head starts
