@@ -52,12 +52,14 @@ def test_bench_soak_accounts_for_every_set_and_fails_on_a_broken_counter(tmp_pat
     """A short soak through the node's session: every set fed is processed or skipped for its injected reason,
     every posed frame reaches the map, and the JSON says so; a session that loses a skip fails the run."""
     out = tmp_path / "soak.json"
-    args = ["soak", "--frames", "24", "--warmup", "4", "--loop", "4", "--width", "64", "--height", "48",
+    args = ["soak", "--frames", "35", "--warmup", "4", "--loop", "4", "--width", "64", "--height", "48",
             "--sample-every", "2", "--no-pose-every", "5", "--empty-depth-every", "7", "--max-growth", "1.0",
             "--json", str(out)]
     assert main(args) == 0
     r = json.loads(out.read_text())
-    assert r["processed"] == 24 - 4 - 3 and r["skipped"]["missing_tf"] == 4 and r["skipped"]["processor_error"] == 3
+    # no pose at 4, 9, ..., 34 (7 sets); no depth at 6, 13, 20, 27 (34 is both: skipped for its pose first)
+    assert r["skipped"]["missing_tf"] == 7 and r["skipped"]["processor_error"] == 4
+    assert r["processed"] == 35 - 7 - 4 and r["injected"] == {"missing_tf": 7, "processor_error": 4}
     assert r["map"]["merged_frames"] == r["processed"] and r["checks"]["ok"]
     assert len(r["frame_time"]["deciles"]) == 10 and r["rss_mb"]["end"] > 0
 

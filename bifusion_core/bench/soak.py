@@ -7,7 +7,7 @@ The frames are a rendered synthetic RealSense-style loop around one room (``--lo
 ``--width`` x ``--height``, replayed in order with ever-increasing stamps at 30 Hz, so the camera circles the
 room again and again, as a robot patrolling it). Bad sets are mixed in, as a camera and TF deliver them:
 every ``--no-pose-every``-th set has no pose (counted ``missing_tf``), every ``--empty-depth-every``-th has no
-valid depth (``processor_error``).
+valid depth (``processor_error``; a set that is both has no pose first).
 
 Reported (and written with ``--json``): resident memory (RSS) sampled every ``--sample-every`` frames; its
 growth from the end of the warm-up (``--warmup`` frames) to the end (medians of the first and last tenth of
@@ -106,12 +106,12 @@ def run(args) -> dict:
     for i in range(args.frames):
         rgb, depth, intr, pose = loop[i % len(loop)]
         stamp = i / 30.0
-        if args.empty_depth_every and i % args.empty_depth_every == args.empty_depth_every - 1:
+        no_pose = bool(args.no_pose_every and i % args.no_pose_every == args.no_pose_every - 1)
+        if no_pose:  # skipped before the model runs, whatever its depth
+            injected["missing_tf"] += 1
+        elif args.empty_depth_every and i % args.empty_depth_every == args.empty_depth_every - 1:
             depth = np.full_like(depth, np.nan)
             injected["processor_error"] += 1
-        no_pose = bool(args.no_pose_every and i % args.no_pose_every == args.no_pose_every - 1)
-        if no_pose:
-            injected["missing_tf"] += 1
         inputs = FrameInputs(rgb, depth, intr, stamp, "camera_color_optical_frame")
         t0 = time.perf_counter()
         try:
