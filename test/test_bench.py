@@ -12,12 +12,26 @@ def test_bench_superpoints_and_decoder_write_json(tmp_path):
     assert data["time"]["median_s"] > 0 and "machine" in data
 
 
-def test_bench_sparse_small_width(tmp_path):
+def test_bench_sparse_interleaves_workers_and_reports_spread_and_load(tmp_path):
+    """Every (backend, threads) worker gets exactly --repeats timed calls per kind, taken in turn; the JSON has
+    medians with their spread per thread count and the machine's load (figures themselves are not asserted)."""
+    from bifusion_core.sparse import available_backends
+
     out = tmp_path / "sparse.json"
-    assert main(["sparse", "--backends", "torch", "--width", "0.125", "--voxel-size", "0.1", "--repeats", "1",
-                 "--json", str(out)]) == 0
-    res = json.loads(out.read_text())["results"][0]
-    assert res["backend"] == "torch" and res["voxels"] > 5000 and res["forward"]["median_s"] > 0
+    assert main(["sparse", "--width", "0.125", "--voxel-size", "0.1", "--repeats", "2", "--warmup", "0",
+                 "--threads", "1", "2", "--device", "cpu", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    backends = available_backends()
+    assert sorted((x["backend"], x["threads"]) for x in r["results"]) == sorted((b, n) for b in backends for n in (1, 2))
+    for res in r["results"]:
+        assert "error" not in res, res
+        assert res["voxels"] > 5000
+        for kind in ("forward", "forward_backward"):
+            t = res[kind]
+            assert len(t["runs_s"]) == 2 and t["min_s"] <= t["median_s"] <= t["max_s"] and t["iqr_s"] >= 0
+    assert r["interleaved"] and r["machine_load"]["cpus"] >= 1 and r["machine_load"]["wall_s"] > 0
+    if "minkowski" in backends:
+        assert set(r["torch_over_minkowski"]) == {"cpu/1t", "cpu/2t"}
 
 
 def test_bench_train_times_the_requested_stage(tmp_path):

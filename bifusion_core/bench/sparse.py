@@ -1,18 +1,35 @@
-"""``sparse`` stage: MinkUNet18A forward and forward+backward on a synthetic ~55k-voxel room at 5 cm."""
+"""``sparse`` stage: MinkUNet18A forward and forward+backward on a synthetic ~55k-voxel room at 5 cm.
+
+Each (backend, thread count) runs in a worker process of its own, started once (a fresh process: its own peak
+memory, its own ``torch.set_num_threads``), and the parent interleaves them: round ``r`` times one forward on
+every worker in turn (A B A B ... for two backends), then one forward+backward on every worker. On a shared,
+noisy machine a burst of load then hits every alternative alike instead of one of them. Reported per worker:
+the median, min, max and inter-quartile range of ``--repeats`` timed calls after ``--warmup`` untimed ones; the
+torch / MinkowskiEngine ratio of the medians per device and thread count; and the machine's load (1-minute
+load average and the CPU time other processes took while it ran), so a figure can be read with the load it
+was measured under. ``--threads`` lists the thread counts (default: 1 and torch's default here).
+"""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import statistics
+import time
 
 import torch
 
 from ..data.synthetic import synthetic_room_cloud
 from ..models.minkunet import MinkUNet18A, MinkUNetConfig
 from ..sparse import available_backends, get_backend, voxelize
-from .common import peak_rss_mb, rss_mb, sync, time_fn
+from .common import peak_rss_mb, rss_mb, sync
+
+KINDS = ("forward", "forward_backward")
 
 
-def _measure(backend: str, device: str, voxel_size: float, repeats: int, width: float, queue) -> None:
+def _worker(backend: str, device: str, threads: int, voxel_size: float, width: float, conn) -> None:
+    """Build the net and input, report ``ready`` (or ``error``), then time one call per ``(kind)`` request."""
     try:
+        torch.set_num_threads(threads)
         torch.manual_seed(0)
         dev = torch.device(device)
         pts, cols, _ = synthetic_room_cloud(seed=0)
@@ -32,59 +49,143 @@ def _measure(backend: str, device: str, voxel_size: float, repeats: int, width: 
             net.zero_grad(set_to_none=True)
             forward().square().mean().backward()
 
+        calls = {"forward": fwd, "forward_backward": fwd_bwd}
         base = rss_mb()
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        res = {"backend": backend, "device": device, "voxels": int(vox.coords.shape[0]), "points": int(pts.shape[0]),
-               "params": sum(p.numel() for p in net.parameters()), "width": width}
-        res["forward"] = time_fn(fwd, dev, repeats)
-        res["forward_backward"] = time_fn(fwd_bwd, dev, repeats)
-        sync(dev)
-        if dev.type == "cuda":
-            res["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-        else:
-            res["peak_mem_mb"] = peak_rss_mb() - base  # growth of the process peak over the set-up
-        queue.put(res)
+        conn.send({"ready": True, "voxels": int(vox.coords.shape[0]), "points": int(pts.shape[0]),
+                   "params": sum(p.numel() for p in net.parameters())})
+        while True:
+            kind = conn.recv()
+            if kind is None:
+                break
+            sync(dev)
+            t0 = time.perf_counter()
+            calls[kind]()
+            sync(dev)
+            conn.send(time.perf_counter() - t0)
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb() - base
+        conn.send({"peak_mem_mb": peak})
     except Exception as exc:  # reported, not raised: one backend failing must not hide the other
-        queue.put({"backend": backend, "device": device, "error": f"{type(exc).__name__}: {exc}"})
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _cpu_busy() -> tuple[float, float]:
+    """``(busy, total)`` CPU jiffies of the whole machine so far (``/proc/stat``; zeros elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [float(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
+    return sum(vals) - idle, sum(vals)
+
+
+def _own_cpu() -> float:
+    """CPU seconds this process and its finished children used (``os.times``)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def summarise(times: list[float]) -> dict:
+    """Median, min, max, inter-quartile range (seconds) and every sample of a list of timings."""
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "iqr_s": q[2] - q[0], "runs_s": times}
 
 
 def run(args) -> dict:
     devices = [args.device] if args.device else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     backends = args.backends or available_backends()
-    ctx = mp.get_context("spawn")  # one fresh process per measurement: clean peak memory
-    results = []
+    threads = sorted(set(args.threads or [1, torch.get_num_threads()]))
+    if min(threads) < 1 or args.repeats < 1 or args.warmup < 0:
+        raise SystemExit("--threads must be >= 1, --repeats >= 1, --warmup >= 0")
+    ctx = mp.get_context("spawn")
+    load_before = os.getloadavg()
+    busy0, total0 = _cpu_busy()
+    own0 = _own_cpu()
+    t_start = time.perf_counter()
+    workers, results = [], []
     for device in devices:
-        for backend in backends:
-            q = ctx.Queue()
-            p = ctx.Process(target=_measure, args=(backend, device, args.voxel_size, args.repeats, args.width, q))
-            p.start()
-            res = q.get()
-            p.join()
-            results.append(res)
-    table = ["backend    device  voxels  fwd [s]  fwd+bwd [s]  peak [MB]"]
+        for n in threads if device == "cpu" else [torch.get_num_threads()]:
+            for backend in backends:
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_worker, args=(backend, device, n, args.voxel_size, args.width, child),
+                                daemon=True)
+                p.start()
+                info = parent.recv()
+                res = {"backend": backend, "device": device, "threads": n, "width": args.width}
+                if "error" in info:
+                    res["error"] = info["error"]
+                    p.join()
+                    results.append(res)
+                    continue
+                res.update({k: v for k, v in info.items() if k != "ready"})
+                workers.append((res, parent, p, {k: [] for k in KINDS}))
+    for rnd in range(args.warmup + args.repeats):
+        for kind in KINDS:  # every worker in turn: A B A B ...
+            for res, conn, _, times in workers:
+                if "error" in res:
+                    continue
+                conn.send(kind)
+                reply = conn.recv()
+                if isinstance(reply, dict):  # the worker failed mid-run
+                    res["error"] = reply.get("error", "worker failed")
+                elif rnd >= args.warmup:
+                    times[kind].append(reply)
+    for res, conn, p, times in workers:
+        if "error" not in res:
+            conn.send(None)
+            res.update(conn.recv())
+            for kind in KINDS:
+                res[kind] = summarise(times[kind])
+        p.join(timeout=30)
+        results.append(res)
+    wall = time.perf_counter() - t_start
+    busy1, total1 = _cpu_busy()
+    own = _own_cpu() - own0
+    ncpu = os.cpu_count() or 1
+    # CPU seconds the rest of the machine used meanwhile, in cores (jiffies are 1/100 s on Linux)
+    others = max(0.0, (busy1 - busy0) / 100.0 - own) / wall if total1 > total0 else None
+    machine_load = {"cpus": ncpu, "loadavg_1min_before": round(load_before[0], 2),
+                    "loadavg_1min_after": round(os.getloadavg()[0], 2),
+                    "other_processes_cores": None if others is None else round(others, 2), "wall_s": round(wall, 1)}
+
+    table = ["backend    device threads  voxels  fwd med [s] (min-max)   fwd+bwd med [s] (min-max)  peak [MB]"]
     for r in results:
         if "error" in r:
-            table.append(f"{r['backend']:<10} {r['device']:<6}  error: {r['error']}")
+            table.append(f"{r['backend']:<10} {r['device']:<6} {r['threads']:>7}  error: {r['error']}")
             continue
-        table.append(f"{r['backend']:<10} {r['device']:<6} {r['voxels']:>7} {r['forward']['median_s']:>8.3f} "
-                     f"{r['forward_backward']['median_s']:>12.3f} {r['peak_mem_mb']:>10.0f}")
+        f, b = r["forward"], r["forward_backward"]
+        table.append(f"{r['backend']:<10} {r['device']:<6} {r['threads']:>7} {r['voxels']:>7} "
+                     f"{f['median_s']:>8.3f} ({f['min_s']:.3f}-{f['max_s']:.3f}) "
+                     f"{b['median_s']:>10.3f} ({b['min_s']:.3f}-{b['max_s']:.3f}) {r['peak_mem_mb']:>9.0f}")
     ratios = {}
-    for device in devices:
-        by = {r["backend"]: r for r in results if r["device"] == device and "error" not in r}
-        if "torch" in by and "minkowski" in by:
-            ratios[device] = {
-                k: by["torch"][k]["median_s"] / by["minkowski"][k]["median_s"] for k in ("forward", "forward_backward")
-            }
-            table.append(f"torch/minkowski time ratio on {device}: forward {ratios[device]['forward']:.2f}, "
-                         f"forward+backward {ratios[device]['forward_backward']:.2f} (< 1: torch faster)")
+    for r in results:
+        if r["backend"] != "torch" or "error" in r:
+            continue
+        other = [m for m in results if m["backend"] == "minkowski" and m["device"] == r["device"]
+                 and m["threads"] == r["threads"] and "error" not in m]
+        if other:
+            key = f"{r['device']}/{r['threads']}t"
+            ratios[key] = {k: r[k]["median_s"] / other[0][k]["median_s"] for k in KINDS}
+            table.append(f"torch/minkowski time ratio on {r['device']} at {r['threads']} thread(s): forward "
+                         f"{ratios[key]['forward']:.2f}, forward+backward {ratios[key]['forward_backward']:.2f} "
+                         "(< 1: torch faster)")
+    table.append(f"machine: {ncpu} CPUs, load average {machine_load['loadavg_1min_before']} -> "
+                 f"{machine_load['loadavg_1min_after']}, other processes used "
+                 f"{machine_load['other_processes_cores']} cores meanwhile, {wall:.0f} s")
     print("\n".join(table))
-    return {"stage": "sparse", "results": results, "torch_over_minkowski": ratios}
+    return {"stage": "sparse", "results": results, "torch_over_minkowski": ratios, "machine_load": machine_load,
+            "interleaved": True, "repeats": args.repeats, "warmup": args.warmup}
 
 
 def add_args(p) -> None:
     p.add_argument("--backends", nargs="*", choices=["torch", "minkowski"], help="default: every installed backend")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cpu, and cuda when available")
+    p.add_argument("--threads", type=int, nargs="*",
+                   help="CPU thread counts to measure (default: 1 and torch's default on this machine)")
     p.add_argument("--voxel-size", type=float, default=0.05)
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = MinkUNet18A)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per worker and kind (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
