@@ -85,3 +85,26 @@ def test_bench_soak_accounts_for_every_set_and_fails_on_a_broken_counter(tmp_pat
     assert main(args) == 1
     r = json.loads(out.read_text())
     assert not r["checks"]["every_set_accounted"] and not r["checks"]["ok"]
+
+
+def test_bench_gpu_dry_run_on_the_cpu_reports_every_part(tmp_path):
+    """``bench gpu`` is meant for a lent GPU; on the CPU (``--device cpu``) the same code path runs with small
+    settings: frame latency per config and precision, and a training step; a zero budget skips every part."""
+    import pytest
+
+    out = tmp_path / "gpu.json"
+    assert main(["gpu", "--device", "cpu", "--configs", "synthetic_small", "--frames", "2", "--warmup", "1",
+                 "--width", "160", "--height", "120", "--sparse-repeats", "0", "--train-config", "synthetic_small",
+                 "--train-batch", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert [(f["config"], f["precision"]) for f in r["frames"]] == [("synthetic_small", "fp32"), ("synthetic_small", "fp16")]
+    assert all(not f["half_active"] for f in r["frames"])  # autocast fp16 only on CUDA
+    assert all(f["fps"] > 0 and "backbone" in f["stages_p50_ms"] for f in r["frames"])
+    assert r["train"]["batch_size"] == 1 and r["train"]["it_per_s"] > 0 and not r["errors"]
+    assert main(["gpu", "--device", "cpu", "--budget-s", "0", "--configs", "synthetic_small", "--frames", "1",
+                 "--width", "64", "--height", "48", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["frames"] == [] and r["train"] is None and len(r["skipped"]) == 4
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA"):
+            main(["gpu"])

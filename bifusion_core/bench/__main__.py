@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import decoder, encoder, mapping, pipeline, soak, sparse
+from . import decoder, encoder, gpu, mapping, pipeline, soak, sparse
 from .common import machine, write_json
 
 class _Stage:
@@ -28,6 +28,9 @@ STAGES = {
                   "frames.", mapping.run, mapping.add_args),
     "soak": _Stage("``soak`` stage: 10,000 frames through the node's session (model, map, bad sets mixed in): "
                    "RSS and frame time stay flat, every counter adds up.", soak.run, soak.add_args),
+    "gpu": _Stage("``gpu`` stage: one command for a lent GPU machine: per-stage latency and FPS at 640x480 in fp32 "
+                  "and fp16 (full design, synthetic_small), sparse backends, a scannet200 training step at batch 8.",
+                  gpu.run, gpu.add_args),
     "decoder": _Stage("``decoder`` stage: query decoder + post-processing on the superpoints of 50k points.",
                       decoder.run_decoder, decoder.add_args),
 }
@@ -46,7 +49,7 @@ def main(argv=None) -> int:
     if args.stage == "all":
         out = {"machine": machine(), "stages": {}}
         for name, mod in STAGES.items():
-            if name == "soak":  # an hour-long run of its own: python -m bifusion_core.bench soak
+            if name in ("soak", "gpu"):  # runs of their own: python -m bifusion_core.bench soak / gpu
                 continue
             sp = argparse.ArgumentParser()
             mod.add_args(sp)
