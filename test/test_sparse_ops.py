@@ -143,3 +143,34 @@ def test_conv_rejects_wrong_channel_count():
     x, _ = make_input(random_coords(), 2)
     with pytest.raises(ValueError, match="channels"):
         SparseConv3d(3, 3).double()(x)
+
+
+@pytest.mark.parametrize("kernel_size,stride", [(3, 1), (3, 2), (5, 1), (3, 4)])
+def test_dense_grid_and_binary_search_neighbour_maps_agree(monkeypatch, kernel_size, stride):
+    """The submanifold map by dense-grid lookup (small boxes) and by binary search of sorted keys (the fallback
+    for boxes beyond DENSE_LOOKUP_CELLS) pair exactly the same rows through the same offsets."""
+    import bifusion_core.sparse.torch_backend as tb
+
+    coords = random_coords(n_batch=3, extent=10, density=0.35, lo=-6, seed=3)
+    coords[:, 1:] *= stride  # coordinates of a stride-s tensor are multiples of s
+
+    def triples(cells):
+        monkeypatch.setattr(tb, "DENSE_LOOKUP_CELLS", cells)
+        ctx = tb.TorchContext()
+        ctx.coords[stride] = coords
+        km = tb._submanifold_map(ctx, stride, kernel_size)
+        k = torch.repeat_interleave(torch.arange(len(km.ptr) - 1), torch.diff(torch.tensor(km.ptr)))
+        return sorted(zip(k.tolist(), km.in_idx.tolist(), km.out_idx.tolist())), km.ptr
+
+    dense, ptr_d = triples(1 << 24)
+    search, ptr_s = triples(0)
+    assert dense == search and ptr_d == ptr_s
+    assert len(dense) > coords.shape[0]  # more than the centre offset: neighbours were found
+
+
+def test_binary_search_fallback_matches_dense_conv3d(monkeypatch):
+    import bifusion_core.sparse.torch_backend as tb
+
+    monkeypatch.setattr(tb, "DENSE_LOOKUP_CELLS", 0)
+    test_submanifold_conv_matches_dense(3)
+    test_submanifold_at_stride_two_matches_dense_on_coarse_grid()

@@ -69,6 +69,32 @@ def _group_by_offset(in_idx, out_idx, k_idx, volume: int):
     return in_idx[order], out_idx[order], ptr
 
 
+DENSE_LOOKUP_CELLS = 1 << 24
+"""Neighbour search through a dense int32 grid of the coordinates' bounding box (one lookup per query) when
+the box, padded by the kernel radius, has at most this many cells (64 MB); beyond it, binary search of the
+sorted keys. A 7 x 6.5 x 3 m room at 5 cm is 1.1 M cells."""
+
+
+def _dense_neighbours(coords: torch.Tensor, stride: int, offs: torch.Tensor, radius: int) -> torch.Tensor | None:
+    """``(K', M)`` int32 row of the voxel at ``coords[i] + offs[k]`` (-1: none) by dense-grid lookup, or None
+    when the padded bounding box exceeds :data:`DENSE_LOOKUP_CELLS`."""
+    m = coords.shape[0]
+    b = coords[:, 0].to(torch.int64)
+    g = torch.div(coords[:, 1:].to(torch.int64), stride, rounding_mode="floor")
+    lo = g.min(0).values - radius
+    dims = (g.max(0).values + radius - lo + 1).tolist()
+    nb = int(b.max()) + 1
+    if nb * dims[0] * dims[1] * dims[2] > DENSE_LOOKUP_CELLS:
+        return None
+    g = g - lo
+    lin = ((b * dims[0] + g[:, 0]) * dims[1] + g[:, 1]) * dims[2] + g[:, 2]
+    grid = torch.full((nb * dims[0] * dims[1] * dims[2],), -1, dtype=torch.int32, device=coords.device)
+    grid[lin] = torch.arange(m, dtype=torch.int32, device=coords.device)
+    o = torch.div(offs, stride, rounding_mode="floor")
+    dlin = (o[:, 0] * dims[1] + o[:, 1]) * dims[2] + o[:, 2]  # padding keeps every query inside its batch's box
+    return grid[lin.unsqueeze(0) + dlin.unsqueeze(1)]
+
+
 def _submanifold_map(ctx: TorchContext, stride: int, kernel_size: int) -> KernelMap:
     coords = ctx.coords[stride]
     m = coords.shape[0]
@@ -76,11 +102,17 @@ def _submanifold_map(ctx: TorchContext, stride: int, kernel_size: int) -> Kernel
     offs = kernel_offsets(kernel_size, stride, device=coords.device)
     centre = (offs == 0).all(dim=1).nonzero().item()
     others = torch.tensor([k for k in range(offs.shape[0]) if k != centre], device=coords.device)
-    query = pack_keys(coords).unsqueeze(0) + key_delta(offs[others]).unsqueeze(1)  # (K-1, M)
-    pos = torch.searchsorted(skeys, query).clamp_max_(m - 1)
-    found = skeys[pos] == query
-    k_rows, out_rows = found.nonzero(as_tuple=True)  # sorted by k, then output row
-    in_rows = order[pos[k_rows, out_rows]]
+    dense = _dense_neighbours(coords, stride, offs[others], (kernel_size - 1) // 2)
+    if dense is not None:
+        found = dense >= 0
+        k_rows, out_rows = found.nonzero(as_tuple=True)  # sorted by k, then output row
+        in_rows = dense[k_rows, out_rows].to(torch.int64)
+    else:
+        query = pack_keys(coords).unsqueeze(0) + key_delta(offs[others]).unsqueeze(1)  # (K-1, M)
+        pos = torch.searchsorted(skeys, query).clamp_max_(m - 1)
+        found = skeys[pos] == query
+        k_rows, out_rows = found.nonzero(as_tuple=True)  # sorted by k, then output row
+        in_rows = order[pos[k_rows, out_rows]]
     ar = torch.arange(m, device=coords.device)
     in_idx = torch.cat([ar, in_rows])
     out_idx = torch.cat([ar, out_rows])
