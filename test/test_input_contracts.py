@@ -101,6 +101,18 @@ def test_check_finite_names_the_bad_instance_field(ckpt):
         res.check_finite()
 
 
+def test_a_set_that_breaks_the_frame_contract_is_a_counted_processor_error(ckpt):
+    proc = FrameProcessor.from_checkpoint(ckpt, "cpu")
+    session = FrameSession(proc, world_frame="map")
+    rgb, depth, intr = images()
+    for inputs in (FrameInputs(rgb.astype(np.float32), depth, intr, 1.0, "cam"),
+                   FrameInputs(rgb, depth, (60.0, 60.0, 40.0), 1.0, "cam"),
+                   FrameInputs(rgb, depth, intr, float("nan"), "cam")):
+        with pytest.raises(FrameSkipped) as err:
+            session.process(inputs, np.eye(4), "map")
+        assert err.value.reason == "processor_error" and "frame" in err.value.detail
+
+
 # ------------------------------------------------------------------------------------------------ bounded cost
 def test_clip_input_size_is_bounded_by_max_side():
     cfg = Clip2DConfig(model_name=TINY_MODEL, pretrained=None)

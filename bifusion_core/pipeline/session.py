@@ -204,12 +204,12 @@ class FrameSession:
 
     def process(self, inputs: FrameInputs, pose: np.ndarray, out_frame: str):
         """Run the processor on the set placed at ``pose`` (camera -> ``out_frame``); returns its result.
-        Raises :class:`FrameSkipped` ``processor_error`` when it fails."""
-        fx, fy, cx, cy = inputs.intrinsics
-        frame = Frame(rgb=inputs.rgb, depth=inputs.depth, intrinsics=(fx, fy, cx, cy), pose=pose,
-                      stamp=inputs.stamp, frame_id=out_frame)
+        Raises :class:`FrameSkipped` ``processor_error`` when the set breaks the :class:`Frame` contract or the
+        processor fails, ``bad_output`` when its outputs are not finite."""
         t0 = time.perf_counter()
         try:
+            frame = Frame(rgb=inputs.rgb, depth=inputs.depth, intrinsics=tuple(inputs.intrinsics), pose=pose,
+                          stamp=inputs.stamp, frame_id=out_frame)
             with self.processor_lock:
                 result = self.processor.process(frame)
         except NonFiniteOutput as exc:
