@@ -342,3 +342,23 @@ def test_vit_b16_builds_without_download_and_gives_30x40_tokens():
     assert f.shape == (3, 256) and torch.allclose(f.norm(dim=1), torch.ones(3), atol=1e-5)
     # a random init (no tag) keeps the config's GELU
     assert isinstance(m.clip.visual.transformer.resblocks[0].mlp.gelu, torch.nn.GELU)
+
+
+def test_inference_sampling_matches_grid_sample_and_training_keeps_gradients():
+    """Without autograd sample_dense applies the bilinear weights as one sparse product; with it, grid_sample
+    (differentiable). Both give the same values, NaN pixels included (grid_sample's nan_to_num -> the centre)."""
+    g = torch.Generator().manual_seed(1)
+    feat = torch.randn(2, 7, 5, 6, generator=g, dtype=torch.float64)
+    uv = torch.rand(300, 2, generator=g, dtype=torch.float64) * torch.tensor([100.0, 80.0]) - 2.0
+    uv[5] = float("nan")
+    batch = torch.randint(0, 2, (300,), generator=g)
+    with torch.no_grad():
+        fast = sample_dense(feat, uv, batch, 16, scale=(0.9, 0.9))
+    leaf = feat.clone().requires_grad_(True)
+    slow = sample_dense(leaf, uv, batch, 16, scale=(0.9, 0.9))
+    assert slow.requires_grad and not fast.requires_grad
+    torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-12)
+    slow.sum().backward()
+    assert leaf.grad is not None and float(leaf.grad.abs().sum()) > 0
+    half = sample_dense(feat.float(), uv.float(), batch, 16, scale=(0.9, 0.9))
+    torch.testing.assert_close(half.double(), slow.detach(), rtol=1e-5, atol=1e-5)
