@@ -78,7 +78,6 @@ def test_save_fsyncs_the_file_and_its_directory_before_and_after_the_rename(tmp_
         assert calls[0][1] is False and calls[2][1] is True
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_a_process_killed_mid_write_leaves_the_old_checkpoint_loadable(tmp_path, model):
     path = tmp_path / "last.pt"
     save_checkpoint(path, model, meta={"step": 1})

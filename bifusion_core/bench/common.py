@@ -54,3 +54,15 @@ def write_json(path: str | None, payload: dict) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(payload, indent=2))
         print(f"wrote {path}")
+
+
+def synthetic_frames(n: int, width: int = 640, height: int = 480, seed: int = 0, loop_fraction: float = 0.25):
+    """``n`` rendered frames of one synthetic room (RealSense-style camera scaled to ``width`` x ``height``) as
+    ``[(rgb (H, W, 3) uint8, depth (H, W) float32 metres, (fx, fy, cx, cy), pose (4, 4)), ...]``."""
+    from ..data.synthetic import SequenceConfig, SyntheticSequence
+    from ..data.synthetic.render import CameraConfig
+    from ..train.data import intrinsics_tuple
+
+    seq = SyntheticSequence(seed, SequenceConfig(n_frames=n, loop_fraction=loop_fraction,
+                                                 camera=CameraConfig.scaled(width, height)))
+    return [(f.rgb, f.depth, intrinsics_tuple(f.intrinsics), f.pose) for f in map(seq.frame, range(n))]

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from .common import machine
+from .common import machine, synthetic_frames
 
 
 def add_args(p) -> None:
@@ -39,19 +39,6 @@ def add_args(p) -> None:
     p.add_argument("--train-steps", type=int, default=1, help="timed training steps (default 1; 0: skip)")
     p.add_argument("--budget-s", type=float, default=220.0,
                    help="a part that would start after this many seconds is skipped (default 220)")
-
-
-def _frames(n: int, width: int, height: int):
-    from ..data.synthetic import SequenceConfig, SyntheticSequence
-    from ..data.synthetic.render import CameraConfig
-
-    seq = SyntheticSequence(0, SequenceConfig(n_frames=n, loop_fraction=0.25, camera=CameraConfig.scaled(width, height)))
-    out = []
-    for i in range(n):
-        f = seq.frame(i)
-        K = f.intrinsics
-        out.append((f.rgb, f.depth, (K[0, 0], K[1, 1], K[0, 2], K[1, 2]), f.pose))
-    return out
 
 
 def _frame_latency(name: str, precision: str, frames, args) -> dict:
@@ -100,7 +87,7 @@ def run(args) -> dict:
             return True
         return False
 
-    frames = _frames(min(args.frames + args.warmup, 12), args.width, args.height)
+    frames = synthetic_frames(min(args.frames + args.warmup, 12), args.width, args.height)
     for name in args.configs:
         for precision in args.precisions:
             part = f"frames {name} {precision}"

@@ -14,7 +14,7 @@ import torch
 
 from ..models.bifusion import BiFusionModel
 from ..models.clip2d import Clip2DConfig
-from .common import peak_rss_mb, rss_mb
+from .common import peak_rss_mb, rss_mb, synthetic_frames
 
 
 def _pct(xs, q):
@@ -33,18 +33,15 @@ def _model(config: str) -> BiFusionModel:
 
 
 def run_pipeline(args) -> dict:
-    from ..data.synthetic import SequenceConfig, SyntheticSequence
     from ..pipeline import Frame, FrameProcessor
 
-    seq = SyntheticSequence(0, SequenceConfig(n_frames=args.frames + 1, loop_fraction=0.25))
-    frames = [seq.frame(i) for i in range(args.frames + 1)]
+    frames = synthetic_frames(args.frames + 1)
     out = {"stage": "pipeline", "device": args.device, "image": [480, 640], "configs": {}}
     for name in args.configs:
         proc = FrameProcessor(_model(name), args.device)
         lat, stages = [], []
-        for i, f in enumerate(frames):
-            K = f.intrinsics
-            res = proc.process(Frame(f.rgb, f.depth, (K[0, 0], K[1, 1], K[0, 2], K[1, 2]), f.pose))
+        for i, (rgb, depth, intr, pose) in enumerate(frames):
+            res = proc.process(Frame(rgb, depth, intr, pose))
             if i:  # the first frame warms up
                 lat.append(res.timings["total"])
                 stages.append(res.timings)

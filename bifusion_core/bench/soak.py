@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from .common import peak_rss_mb, rss_mb
+from .common import peak_rss_mb, rss_mb, synthetic_frames
 
 
 def add_args(p) -> None:
@@ -56,19 +56,10 @@ def _check_args(args) -> None:
 
 
 def _render_loop(args):
-    from ..data.synthetic import SequenceConfig, SyntheticSequence
-    from ..data.synthetic.render import CameraConfig
-
-    seq = SyntheticSequence(args.seed, SequenceConfig(n_frames=args.loop, loop_fraction=1.0,
-                                                      camera=CameraConfig.scaled(args.width, args.height)))
-    frames = []
-    for i in range(args.loop):
-        f = seq.frame(i)
-        K = f.intrinsics
-        depth = f.depth.astype(np.float32)
-        depth[depth <= 0] = np.nan  # as the node's converter gives it: NaN = no reading
-        frames.append((f.rgb, depth, (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])), f.pose))
-    return frames
+    """The loop's frames, depth NaN where there is no reading (as the node's converter gives it)."""
+    frames = synthetic_frames(args.loop, args.width, args.height, seed=args.seed, loop_fraction=1.0)
+    return [(rgb, np.where(depth > 0, depth, np.nan).astype(np.float32), intr, pose)
+            for rgb, depth, intr, pose in frames]
 
 
 def _tenths(values: list[float]) -> list[list[float]]:
