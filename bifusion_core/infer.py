@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .data.scannet.layout import read_matrix
 from .io.class_list import parse_class_list
 
 log = logging.getLogger("bifusion.infer")
@@ -39,18 +40,6 @@ def read_frame(color: str, depth: str, depth_scale: float):
     if rgb.shape[:2] != d.shape:
         raise ValueError(f"colour {rgb.shape[:2]} and depth {d.shape} sizes differ (aligned depth expected)")
     return rgb, d
-
-
-def read_pose(path: str) -> np.ndarray:
-    """A ScanNet-style 4x4 camera->world text file (16 numbers); the rigid-transform check happens where the
-    points are built (:func:`bifusion_core.geometry.check_pose`)."""
-    try:
-        vals = np.loadtxt(path, dtype=np.float64, ndmin=1).reshape(-1)
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"--pose {path}: not a 4x4 text matrix ({exc})") from exc
-    if vals.size != 16:
-        raise ValueError(f"--pose {path}: expected 16 numbers (a 4x4 matrix), got {vals.size}")
-    return vals.reshape(4, 4)
 
 
 def parse_intrinsics(text: str) -> tuple[float, float, float, float]:
@@ -115,7 +104,7 @@ def main(argv=None) -> int:
     try:
         out = check_out_dir(args.out)
         rgb, depth = read_frame(args.color, args.depth, args.depth_scale)
-        pose = read_pose(args.pose) if args.pose else np.eye(4)
+        pose = read_matrix(args.pose, (4, 4)) if args.pose else np.eye(4)
         proc = FrameProcessor.from_checkpoint(args.checkpoint, args.device, classes=args.classes or None)
         result = proc.process(Frame(rgb, depth, args.intrinsics, pose))
         paths = write_result(out, args.name or Path(args.color).stem, result, rgb)
