@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bifusion_core.io.class_list import parse_class_list
+from bifusion_core.io.class_list import check_class_names, parse_class_list
 from bifusion_core.mapping.config import OVERLAP_KINDS
 from bifusion_core.pipeline.session import MISSING_TF_POLICIES
 
@@ -219,8 +219,11 @@ def validate(name: str, value: Any) -> str | None:
     if t is list:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             return f"{name} must be a list of strings, got {value!r}"
-        if any(not v.strip() for v in value):
-            return f"{name} must not contain empty strings, got {list(value)!r}"
+        if value:  # the one class-list rule set (empty: the checkpoint's classes)
+            try:
+                check_class_names(list(value))
+            except ValueError as exc:
+                return f"{name}: {exc}"
         return None
     if t is bool:
         ok = isinstance(value, bool)

@@ -388,3 +388,14 @@ def test_launch_argument_overrides_are_parsed_and_validated():
     assert out == {"device": "cpu", "half": True, "classes": ["chair", "table"]}
     with pytest.raises(ValueError, match="launch argument device"):
         bifusion_overrides(lambda name: {"device": "tpu"}.get(name, ""))
+
+
+def test_classes_parameter_follows_the_one_class_list_rule_set():
+    """The node's ``classes`` parameter is checked by the same rules as --classes and set_classes: empty,
+    repeated and over-long names are refused with the reason; [] (the checkpoint's classes) is accepted."""
+    from bifusion_ros.params import validate
+
+    assert validate("classes", []) is None and validate("classes", ["chair", "table"]) is None
+    assert "given twice" in validate("classes", ["chair", "chair"])
+    assert "empty" in validate("classes", ["chair", " "])
+    assert "characters" in validate("classes", ["x" * 500])
