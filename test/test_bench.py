@@ -12,14 +12,26 @@ def test_bench_superpoints_and_decoder_write_json(tmp_path):
     assert data["time"]["median_s"] > 0 and "machine" in data
 
 
-def test_bench_sparse_interleaves_workers_and_reports_spread_and_load(tmp_path):
+def test_bench_sparse_interleaves_workers_and_reports_spread_and_load(tmp_path, monkeypatch):
     """Every (backend, threads) worker gets exactly --repeats timed calls per kind, taken in turn; the JSON has
-    medians with their spread per thread count and the machine's load (figures themselves are not asserted)."""
+    medians with their spread per thread count and the machine's load (figures themselves are not asserted);
+    the ``--busy`` spinners run during the measurement and are gone after it."""
+    from bifusion_core.bench import sparse
     from bifusion_core.sparse import available_backends
 
+    spinners = []
+
+    def start_busy(n):
+        spinners.extend(real_start(n))
+        assert all(p.poll() is None for p in spinners)  # spinning while the workers are timed
+        return spinners
+
+    real_start = sparse._start_busy
+    monkeypatch.setattr(sparse, "_start_busy", start_busy)
     out = tmp_path / "sparse.json"
     assert main(["sparse", "--width", "0.125", "--voxel-size", "0.1", "--repeats", "2", "--warmup", "0",
-                 "--threads", "1", "2", "--device", "cpu", "--json", str(out)]) == 0
+                 "--threads", "1", "2", "--device", "cpu", "--busy", "1", "--json", str(out)]) == 0
+    assert len(spinners) == 1 and all(p.poll() is not None for p in spinners)
     r = json.loads(out.read_text())
     backends = available_backends()
     assert sorted((x["backend"], x["threads"]) for x in r["results"]) == sorted((b, n) for b in backends for n in (1, 2))
@@ -30,6 +42,7 @@ def test_bench_sparse_interleaves_workers_and_reports_spread_and_load(tmp_path):
             t = res[kind]
             assert len(t["runs_s"]) == 2 and t["min_s"] <= t["median_s"] <= t["max_s"] and t["iqr_s"] >= 0
     assert r["interleaved"] and r["machine_load"]["cpus"] >= 1 and r["machine_load"]["wall_s"] > 0
+    assert r["machine_load"]["busy_processes"] == 1 and "GOMP_SPINCOUNT" in r["machine_load"]["openmp_env"]
     if "minkowski" in backends:
         assert set(r["torch_over_minkowski"]) == {"cpu/1t", "cpu/2t"}
 

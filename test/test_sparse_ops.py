@@ -42,8 +42,17 @@ def make_input(coords, cin, backend="torch"):
     return x, feats
 
 
+@pytest.fixture(params=["gather_scatter", "im2col"])
+def formulation(request, monkeypatch):
+    """Both exact formulations of the submanifold convolution (chosen by input width)."""
+    import bifusion_core.sparse.torch_backend as tb
+
+    monkeypatch.setattr(tb, "IM2COL_MAX_CHANNELS", 0 if request.param == "gather_scatter" else 1 << 30)
+    return request.param
+
+
 @pytest.mark.parametrize("k", [3, 5])
-def test_submanifold_conv_matches_dense(k):
+def test_submanifold_conv_matches_dense(k, formulation):
     coords = random_coords()
     x, feats = make_input(coords, 4)
     conv = SparseConv3d(4, 6, kernel_size=k).double()
@@ -85,7 +94,7 @@ def test_downsample_conv_matches_dense():
     torch.testing.assert_close(conv.kernel.grad, w_d.grad)
 
 
-def test_submanifold_at_stride_two_matches_dense_on_coarse_grid():
+def test_submanifold_at_stride_two_matches_dense_on_coarse_grid(formulation):
     coords = random_coords(extent=8, density=0.5)
     x, _ = make_input(coords, 3)
     down = SparseConv3d(3, 3, kernel_size=2, stride=2).double()
@@ -160,17 +169,24 @@ def test_dense_grid_and_binary_search_neighbour_maps_agree(monkeypatch, kernel_s
         ctx.coords[stride] = coords
         km = tb._submanifold_map(ctx, stride, kernel_size)
         k = torch.repeat_interleave(torch.arange(len(km.ptr) - 1), torch.diff(torch.tensor(km.ptr)))
-        return sorted(zip(k.tolist(), km.in_idx.tolist(), km.out_idx.tolist())), km.ptr
+        return sorted(zip(k.tolist(), km.in_idx.tolist(), km.out_idx.tolist())), km.ptr, km.table()
 
-    dense, ptr_d = triples(1 << 24)
-    search, ptr_s = triples(0)
-    assert dense == search and ptr_d == ptr_s
-    assert len(dense) > coords.shape[0]  # more than the centre offset: neighbours were found
+    dense, ptr_d, table_d = triples(1 << 24)
+    search, ptr_s, table_s = triples(0)
+    assert dense == search and ptr_d == ptr_s and torch.equal(table_d, table_s)
+    assert len(dense) > coords.shape[0] // 2  # neighbours were found (the centre offset is not stored)
+    # the im2col table holds the same pairs, plus the centre, and the zero row where there is no neighbour
+    m, volume = coords.shape[0], kernel_size**3
+    t = table_d.view(m, volume)
+    assert torch.equal(t[:, volume // 2], torch.arange(m))
+    o, kk = (t < m).nonzero(as_tuple=True)
+    from_table = sorted((a, b, c) for a, b, c in zip(kk.tolist(), t[o, kk].tolist(), o.tolist()) if a != volume // 2)
+    assert from_table == dense
 
 
-def test_binary_search_fallback_matches_dense_conv3d(monkeypatch):
+def test_binary_search_fallback_matches_dense_conv3d(monkeypatch, formulation):
     import bifusion_core.sparse.torch_backend as tb
 
     monkeypatch.setattr(tb, "DENSE_LOOKUP_CELLS", 0)
-    test_submanifold_conv_matches_dense(3)
-    test_submanifold_at_stride_two_matches_dense_on_coarse_grid()
+    test_submanifold_conv_matches_dense(3, formulation)
+    test_submanifold_at_stride_two_matches_dense_on_coarse_grid(formulation)

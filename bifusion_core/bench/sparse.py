@@ -7,13 +7,17 @@ noisy machine a burst of load then hits every alternative alike instead of one o
 the median, min, max and inter-quartile range of ``--repeats`` timed calls after ``--warmup`` untimed ones; the
 torch / MinkowskiEngine ratio of the medians per device and thread count; and the machine's load (1-minute
 load average and the CPU time other processes took while it ran), so a figure can be read with the load it
-was measured under. ``--threads`` lists the thread counts (default: 1 and torch's default here).
+was measured under. ``--threads`` lists the thread counts (default: 1 and torch's default here). ``--busy N``
+keeps N other processes spinning on the CPU for the whole run (a robot's normal state: the camera driver, the
+planner, ...), so the figures under contention come from the same one command.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -94,7 +98,25 @@ def summarise(times: list[float]) -> dict:
             "iqr_s": q[2] - q[0], "runs_s": times}
 
 
+def _start_busy(n: int) -> list[subprocess.Popen]:
+    """``n`` processes that each keep one core busy (a pure-Python spin loop) until terminated."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
 def run(args) -> dict:
+    if args.busy < 0:
+        raise SystemExit("--busy must be >= 0")
+    busy = _start_busy(args.busy)
+    try:
+        return _run(args)
+    finally:
+        for p in busy:
+            p.terminate()
+        for p in busy:
+            p.wait(timeout=10)
+
+
+def _run(args) -> dict:
     devices = [args.device] if args.device else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     backends = args.backends or available_backends()
     threads = sorted(set(args.threads or [1, torch.get_num_threads()]))
@@ -149,7 +171,9 @@ def run(args) -> dict:
     others = max(0.0, (busy1 - busy0) / 100.0 - own) / wall if total1 > total0 else None
     machine_load = {"cpus": ncpu, "loadavg_1min_before": round(load_before[0], 2),
                     "loadavg_1min_after": round(os.getloadavg()[0], 2),
-                    "other_processes_cores": None if others is None else round(others, 2), "wall_s": round(wall, 1)}
+                    "other_processes_cores": None if others is None else round(others, 2), "wall_s": round(wall, 1),
+                    "busy_processes": args.busy,
+                    "openmp_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}}
 
     table = ["backend    device threads  voxels  fwd med [s] (min-max)   fwd+bwd med [s] (min-max)  peak [MB]"]
     for r in results:
@@ -174,7 +198,8 @@ def run(args) -> dict:
                          "(< 1: torch faster)")
     table.append(f"machine: {ncpu} CPUs, load average {machine_load['loadavg_1min_before']} -> "
                  f"{machine_load['loadavg_1min_after']}, other processes used "
-                 f"{machine_load['other_processes_cores']} cores meanwhile, {wall:.0f} s")
+                 f"{machine_load['other_processes_cores']} cores meanwhile ({args.busy} spinning on purpose), "
+                 f"{wall:.0f} s; OpenMP env {machine_load['openmp_env']}")
     print("\n".join(table))
     return {"stage": "sparse", "results": results, "torch_over_minkowski": ratios, "machine_load": machine_load,
             "interleaved": True, "repeats": args.repeats, "warmup": args.warmup}
@@ -189,3 +214,5 @@ def add_args(p) -> None:
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = MinkUNet18A)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per worker and kind (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
+    p.add_argument("--busy", type=int, default=0,
+                   help="keep this many other processes spinning on the CPU while measuring (default 0)")

@@ -1,9 +1,21 @@
 """Pure-PyTorch sparse convolution backend (CPU and CUDA).
 
-Neighbour maps come from sorted int64 coordinate keys (``searchsorted``); a convolution is, per kernel
-offset, gather rows -> matmul with that offset's weight -> ``index_add`` into the output rows, with a
-hand-written backward that does the same in reverse.  Maps are cached in a :class:`TorchContext` shared by
-every tensor derived from one input, so the two convolutions of each residual block reuse one map.
+Neighbour maps come from a dense int32 grid of the coordinates' bounding box (binary search of sorted int64
+keys when the box is too large) and are cached in a :class:`TorchContext` shared by every tensor derived from
+one input, so every convolution of one stride and kernel size reuses one map, as MinkowskiEngine's
+coordinate manager does. Each convolution is computed in one of three exact formulations, each with a
+hand-written backward:
+
+* submanifold, *gather-GEMM-scatter*: per kernel offset gather the input rows, multiply by that offset's
+  weight, ``index_add`` into the output rows (the centre offset is a plain matmul);
+* submanifold, *im2col* (few input channels): gather every output row's ``K`` neighbours (a zero row where
+  there is none) into one ``(M, K*Cin)`` matrix and do one GEMM; it does up to ``K / mean neighbours`` times
+  the multiply-adds but no scatter and two big operations instead of ``3K`` small ones, which wins when the
+  per-operation cost dominates (the k5 stem with 3 input channels, narrow networks);
+* k2 s2 down/up-sampling: every fine voxel has exactly one coarse parent and one offset (its *slot*
+  ``parent * 8 + offset``), so a down-sampling is one GEMM on the fine rows copied into their slots of a
+  ``(M_coarse, 8 * Cin)`` matrix, and a transposed one is one GEMM ``(M_coarse, Cin) @ (Cin, 8 * Cout)``
+  read back at the slots: no scatter-add at all.
 """
 from __future__ import annotations
 
@@ -14,24 +26,52 @@ import torch
 from .coords import check_coords, downsample_coords, kernel_offsets, key_delta, pack_keys
 from .tensor import SparseTensor
 
+def _no_autocast_backward(backward):
+    """Run a custom backward with autocast off (the engine inherits the caller's autocast state), so its
+    matmuls stay in the fp32 that its forward ran in (see :func:`_apply`)."""
+
+    def wrapped(ctx, grad_out):
+        with torch.autocast(grad_out.device.type, enabled=False):
+            return backward(ctx, grad_out)
+
+    wrapped.__doc__ = backward.__doc__
+    return wrapped
+
+
+IM2COL_MAX_CHANNELS = 4
+"""Submanifold convolutions with at most this many input channels use im2col (see the module docstring)."""
+
 
 @dataclass
 class KernelMap:
     """Input/output row pairs of one convolution, grouped by kernel offset.
 
-    ``in_idx[ptr[k]:ptr[k+1]]`` feed ``out_idx[ptr[k]:ptr[k+1]]`` through weight ``k``.  When
-    ``identity == k`` that offset maps every row to itself (the centre of a submanifold kernel) and is
-    computed without gather/scatter.
+    ``in_idx[ptr[k]:ptr[k+1]]`` feed ``out_idx[ptr[k]:ptr[k+1]]`` through weight ``k``. ``identity``: the
+    offset that maps every row to itself (the centre of a submanifold kernel); its pairs are not stored
+    (its range is empty) and it is computed without gather/scatter.
+
+    Submanifold maps also carry ``neighbours``: ``(K, M)`` int32 input row of each output row's neighbour
+    per offset (-1: none), from which :meth:`table` is built for im2col. Down-sampling maps carry ``slot``:
+    ``(M_fine,)`` int64 ``parent * 8 + offset`` of each fine row.
     """
 
     in_idx: torch.Tensor
     out_idx: torch.Tensor
     ptr: list[int]
     n_out: int
+    n_in: int
     identity: int = -1
+    neighbours: torch.Tensor | None = None
+    slot: torch.Tensor | None = None
+    _table: torch.Tensor | None = None
 
-    def transposed(self, n_out: int) -> "KernelMap":
-        return KernelMap(self.out_idx, self.in_idx, self.ptr, n_out, self.identity)
+    def table(self) -> torch.Tensor:
+        """``(M * K,)`` int64: at ``o * K + k`` the input row of output row ``o``'s neighbour at offset ``k``,
+        ``n_in`` (a zero row) where there is none; built on first use."""
+        if self._table is None:
+            t = self.neighbours.t().to(torch.int64)
+            self._table = torch.where(t >= 0, t, self.n_in).reshape(-1)
+        return self._table
 
 
 @dataclass
@@ -62,13 +102,6 @@ class TorchContext:
         return self._maps[key]
 
 
-def _group_by_offset(in_idx, out_idx, k_idx, volume: int):
-    order = torch.argsort(k_idx, stable=True)
-    counts = torch.bincount(k_idx, minlength=volume)
-    ptr = [0] + torch.cumsum(counts, 0).tolist()
-    return in_idx[order], out_idx[order], ptr
-
-
 DENSE_LOOKUP_CELLS = 1 << 24
 """Neighbour search through a dense int32 grid of the coordinates' bounding box (one lookup per query) when
 the box, padded by the kernel radius, has at most this many cells (64 MB); beyond it, binary search of the
@@ -95,30 +128,35 @@ def _dense_neighbours(coords: torch.Tensor, stride: int, offs: torch.Tensor, rad
     return grid[lin.unsqueeze(0) + dlin.unsqueeze(1)]
 
 
-def _submanifold_map(ctx: TorchContext, stride: int, kernel_size: int) -> KernelMap:
+def _searched_neighbours(ctx: TorchContext, stride: int, offs: torch.Tensor) -> torch.Tensor:
+    """As :func:`_dense_neighbours`, by binary search of the sorted keys (any extent)."""
     coords = ctx.coords[stride]
     m = coords.shape[0]
     skeys, order = ctx.sorted_keys(stride)
-    offs = kernel_offsets(kernel_size, stride, device=coords.device)
-    centre = (offs == 0).all(dim=1).nonzero().item()
-    others = torch.tensor([k for k in range(offs.shape[0]) if k != centre], device=coords.device)
-    dense = _dense_neighbours(coords, stride, offs[others], (kernel_size - 1) // 2)
-    if dense is not None:
-        found = dense >= 0
-        k_rows, out_rows = found.nonzero(as_tuple=True)  # sorted by k, then output row
-        in_rows = dense[k_rows, out_rows].to(torch.int64)
-    else:
-        query = pack_keys(coords).unsqueeze(0) + key_delta(offs[others]).unsqueeze(1)  # (K-1, M)
-        pos = torch.searchsorted(skeys, query).clamp_max_(m - 1)
-        found = skeys[pos] == query
-        k_rows, out_rows = found.nonzero(as_tuple=True)  # sorted by k, then output row
-        in_rows = order[pos[k_rows, out_rows]]
-    ar = torch.arange(m, device=coords.device)
-    in_idx = torch.cat([ar, in_rows])
-    out_idx = torch.cat([ar, out_rows])
-    k_idx = torch.cat([torch.full((m,), centre, device=coords.device), others[k_rows]])
-    in_idx, out_idx, ptr = _group_by_offset(in_idx, out_idx, k_idx, offs.shape[0])
-    return KernelMap(in_idx, out_idx, ptr, m, identity=centre)
+    query = pack_keys(coords).unsqueeze(0) + key_delta(offs).unsqueeze(1)  # (K', M)
+    pos = torch.searchsorted(skeys, query).clamp_max_(m - 1)
+    return torch.where(skeys[pos] == query, order[pos].to(torch.int32), -1)
+
+
+def _submanifold_map(ctx: TorchContext, stride: int, kernel_size: int) -> KernelMap:
+    coords = ctx.coords[stride]
+    m, dev = coords.shape[0], coords.device
+    offs = kernel_offsets(kernel_size, stride, device=dev)
+    volume = offs.shape[0]
+    centre = volume // 2  # odd kernel, canonical C order: the middle offset is (0, 0, 0)
+    others = torch.tensor([k for k in range(volume) if k != centre], device=dev)
+    nbr = _dense_neighbours(coords, stride, offs[others], (kernel_size - 1) // 2)
+    if nbr is None:
+        nbr = _searched_neighbours(ctx, stride, offs[others])
+    found = nbr >= 0
+    k_rows, out_rows = found.nonzero(as_tuple=True)  # sorted by offset, then output row
+    in_rows = nbr[k_rows, out_rows].to(torch.int64)
+    counts = torch.zeros(volume, dtype=torch.int64, device=dev)
+    counts[others] = found.sum(1)
+    ptr = [0] + torch.cumsum(counts, 0).tolist()
+    ar = torch.arange(m, dtype=torch.int32, device=dev).unsqueeze(0)
+    neighbours = torch.cat([nbr[:centre], ar, nbr[centre:]])
+    return KernelMap(in_rows, out_rows, ptr, m, m, identity=centre, neighbours=neighbours)
 
 
 def _down_map(ctx: TorchContext, stride: int) -> KernelMap:
@@ -136,9 +174,10 @@ def _down_map(ctx: TorchContext, stride: int) -> KernelMap:
         ctx.coords[out_stride] = parent[first]
     rel = torch.div(coords[:, 1:] - parent[:, 1:], stride, rounding_mode="floor").to(torch.int64)
     k_idx = rel[:, 0] * 4 + rel[:, 1] * 2 + rel[:, 2]
-    in_idx = torch.arange(coords.shape[0], device=coords.device)
-    in_idx, out_idx, ptr = _group_by_offset(in_idx, out_idx, k_idx, 8)
-    return KernelMap(in_idx, out_idx, ptr, ctx.coords[out_stride].shape[0])
+    order = torch.argsort(k_idx, stable=True)
+    ptr = [0] + torch.cumsum(torch.bincount(k_idx, minlength=8), 0).tolist()
+    return KernelMap(order, out_idx[order], ptr, ctx.coords[out_stride].shape[0], coords.shape[0],
+                     slot=out_idx * 8 + k_idx)
 
 
 class GatherMatmulScatter(torch.autograd.Function):
@@ -146,58 +185,144 @@ class GatherMatmulScatter(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-        out = feats.new_zeros(kmap.n_out, weight.shape[2])
+        out = feats @ weight[kmap.identity] if kmap.identity >= 0 else feats.new_zeros(kmap.n_out, weight.shape[2])
         ptr = kmap.ptr
         for k in range(weight.shape[0]):
             a, b = ptr[k], ptr[k + 1]
             if a == b:
                 continue
-            if k == kmap.identity:
-                out += feats @ weight[k]
-            else:
-                rows = feats.index_select(0, kmap.in_idx[a:b])
-                out.index_add_(0, kmap.out_idx[a:b], rows @ weight[k])
+            rows = feats.index_select(0, kmap.in_idx[a:b])
+            out.index_add_(0, kmap.out_idx[a:b], rows @ weight[k])
         ctx.save_for_backward(feats, weight)
         ctx.kmap = kmap
         return out
 
     @staticmethod
+    @_no_autocast_backward
     def backward(ctx, grad_out: torch.Tensor):
-        with torch.autocast(grad_out.device.type, enabled=False):  # one dtype for index_add_, as forward
-            feats, weight = ctx.saved_tensors
-            grad_out = grad_out.to(feats.dtype).contiguous()
-            kmap: KernelMap = ctx.kmap
-            need_in, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-            grad_in = torch.zeros_like(feats) if need_in else None
-            grad_w = torch.zeros_like(weight) if need_w else None
-            ptr = kmap.ptr
-            for k in range(weight.shape[0]):
-                a, b = ptr[k], ptr[k + 1]
-                if a == b:
-                    continue
-                if k == kmap.identity:
-                    if need_w:
-                        grad_w[k] = feats.t() @ grad_out
-                    if need_in:
-                        grad_in += grad_out @ weight[k].t()
-                    continue
-                ii, oo = kmap.in_idx[a:b], kmap.out_idx[a:b]
-                g = grad_out.index_select(0, oo)
-                if need_w:
-                    grad_w[k] = feats.index_select(0, ii).t() @ g
-                if need_in:
-                    grad_in.index_add_(0, ii, g @ weight[k].t())
-            return grad_in, grad_w, None
+        feats, weight = ctx.saved_tensors
+        grad_out = grad_out.to(feats.dtype).contiguous()
+        kmap: KernelMap = ctx.kmap
+        need_in, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_in = grad_w = None
+        c = kmap.identity
+        if need_w:
+            grad_w = torch.zeros_like(weight)
+            if c >= 0:
+                grad_w[c] = feats.t() @ grad_out
+        if need_in:
+            grad_in = grad_out @ weight[c].t() if c >= 0 else torch.zeros_like(feats)
+        ptr = kmap.ptr
+        for k in range(weight.shape[0]):
+            a, b = ptr[k], ptr[k + 1]
+            if a == b:
+                continue
+            ii, oo = kmap.in_idx[a:b], kmap.out_idx[a:b]
+            g = grad_out.index_select(0, oo)
+            if need_w:
+                grad_w[k] = feats.index_select(0, ii).t() @ g
+            if need_in:
+                grad_in.index_add_(0, ii, g @ weight[k].t())
+        return grad_in, grad_w, None
 
 
-def gather_matmul_scatter(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-    """:class:`GatherMatmulScatter`, run in fp32 under autocast (any device): ``index_add_`` needs one dtype,
+def _im2col(feats: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """``(M_out, K * Cin)``: every output row's neighbours side by side (zeros where none)."""
+    pad = torch.cat([feats, feats.new_zeros(1, feats.shape[1])])
+    return pad.index_select(0, kmap.table()).view(kmap.n_out, -1)
+
+
+class Im2colConv(torch.autograd.Function):
+    """Submanifold convolution as one GEMM on gathered neighbourhoods (``kmap.table``)."""
+
+    @staticmethod
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+        ctx.save_for_backward(feats, weight)
+        ctx.kmap = kmap
+        return _im2col(feats, kmap) @ weight.reshape(-1, weight.shape[2])
+
+    @staticmethod
+    @_no_autocast_backward
+    def backward(ctx, grad_out: torch.Tensor):
+        feats, weight = ctx.saved_tensors
+        grad_out = grad_out.to(feats.dtype).contiguous()
+        kmap: KernelMap = ctx.kmap
+        grad_in = grad_w = None
+        if ctx.needs_input_grad[1]:  # the gathered matrix is rebuilt rather than kept (K x the input's memory)
+            grad_w = (_im2col(feats, kmap).t() @ grad_out).view_as(weight)
+        if ctx.needs_input_grad[0]:
+            cols = (grad_out @ weight.reshape(-1, weight.shape[2]).t()).view(-1, feats.shape[1])
+            grad_in = feats.new_zeros(feats.shape[0] + 1, feats.shape[1]).index_add_(0, kmap.table(), cols)[:-1]
+        return grad_in, grad_w, None
+
+
+class DownConv(torch.autograd.Function):
+    """k2 s2 down-sampling: ``out = slots(feats) @ weight.view(8 * Cin, Cout)``."""
+
+    @staticmethod
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+        cin = feats.shape[1]
+        cols = feats.new_zeros(kmap.n_out * 8, cin).index_copy_(0, kmap.slot, feats).view(kmap.n_out, 8 * cin)
+        ctx.save_for_backward(cols, weight)
+        ctx.kmap = kmap
+        return cols @ weight.reshape(8 * cin, -1)
+
+    @staticmethod
+    @_no_autocast_backward
+    def backward(ctx, grad_out: torch.Tensor):
+        cols, weight = ctx.saved_tensors
+        grad_out = grad_out.to(cols.dtype).contiguous()
+        kmap: KernelMap = ctx.kmap
+        w2 = weight.reshape(cols.shape[1], -1)
+        grad_in = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_in = (grad_out @ w2.t()).view(kmap.n_out * 8, -1).index_select(0, kmap.slot)
+        if ctx.needs_input_grad[1]:
+            grad_w = (cols.t() @ grad_out).view_as(weight)
+        return grad_in, grad_w, None
+
+
+class UpConv(torch.autograd.Function):
+    """k2 s2 transposed convolution onto the fine rows of a down-sampling map: ``out[i] = (feats @
+    weight[k_i])[parent_i]``, one GEMM ``(M_coarse, Cin) @ (Cin, 8 * Cout)`` read at the slots."""
+
+    @staticmethod
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+        cout = weight.shape[2]
+        wcat = weight.permute(1, 0, 2).reshape(weight.shape[1], 8 * cout)
+        ctx.save_for_backward(feats, weight)
+        ctx.kmap = kmap
+        return (feats @ wcat).view(-1, cout).index_select(0, kmap.slot)
+
+    @staticmethod
+    @_no_autocast_backward
+    def backward(ctx, grad_out: torch.Tensor):
+        feats, weight = ctx.saved_tensors
+        grad_out = grad_out.to(feats.dtype).contiguous()
+        kmap: KernelMap = ctx.kmap
+        cin, cout = weight.shape[1], weight.shape[2]
+        g = feats.new_zeros(feats.shape[0] * 8, cout).index_copy_(0, kmap.slot, grad_out).view(-1, 8 * cout)
+        grad_in = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_in = g @ weight.permute(1, 0, 2).reshape(cin, 8 * cout).t()
+        if ctx.needs_input_grad[1]:
+            grad_w = (feats.t() @ g).view(cin, 8, cout).permute(1, 0, 2)
+        return grad_in, grad_w, None
+
+
+def _apply(fn, feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """``fn.apply`` run in fp32 under autocast (any device): ``index_add_``/``index_copy_`` need one dtype,
     and fp32 accumulation keeps half-precision training stable."""
     dev = feats.device.type
     if torch.is_autocast_enabled(dev):
         with torch.autocast(dev, enabled=False):
-            return GatherMatmulScatter.apply(feats.float(), kernel.float(), kmap)
-    return GatherMatmulScatter.apply(feats, kernel, kmap)
+            return fn.apply(feats.float(), kernel.float(), kmap)
+    return fn.apply(feats, kernel, kmap)
+
+
+def gather_matmul_scatter(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """:class:`GatherMatmulScatter` (see :func:`_apply`)."""
+    return _apply(GatherMatmulScatter, feats, kernel, kmap)
 
 
 class TorchBackend:
@@ -224,17 +349,17 @@ class TorchBackend:
             if kernel_size % 2 == 0:
                 raise NotImplementedError("stride-1 convolutions need an odd kernel size")
             kmap = ctx.submanifold_map(x.stride, kernel_size)
-            return x.replace(gather_matmul_scatter(x.feats, kernel, kmap))
+            fn = Im2colConv if x.channels <= IM2COL_MAX_CHANNELS else GatherMatmulScatter
+            return x.replace(_apply(fn, x.feats, kernel, kmap))
         if kernel_size != 2 or stride != 2:
             raise NotImplementedError(f"only k2 s2 strided convolutions are supported, got k{kernel_size} s{stride}")
         if not transposed:
             kmap = ctx.down_map(x.stride)
             out_stride = 2 * x.stride
-            out = gather_matmul_scatter(x.feats, kernel, kmap)
-            return SparseTensor(ctx.coords[out_stride], out, out_stride, ctx, self.name)
+            return SparseTensor(ctx.coords[out_stride], _apply(DownConv, x.feats, kernel, kmap), out_stride, ctx,
+                                self.name)
         out_stride = x.stride // 2
         if x.stride % 2 or out_stride not in ctx.coords:
             raise ValueError(f"transposed convolution from stride {x.stride}: no coordinates at stride {out_stride}")
-        kmap = ctx.down_map(out_stride).transposed(ctx.coords[out_stride].shape[0])
-        out = gather_matmul_scatter(x.feats, kernel, kmap)
-        return SparseTensor(ctx.coords[out_stride], out, out_stride, ctx, self.name)
+        kmap = ctx.down_map(out_stride)
+        return SparseTensor(ctx.coords[out_stride], _apply(UpConv, x.feats, kernel, kmap), out_stride, ctx, self.name)
