@@ -8,7 +8,8 @@ a spin count of 0 the waiting threads sleep at once: under that load the forward
 without load the cost is small (figures in the README, "Speed").
 
 libgomp reads the setting when it is loaded, i.e. at ``import torch``, so it only applies when
-``bifusion_core`` is imported first (every ``python -m bifusion_core...`` / ``bifusion_ros`` entry point);
+``bifusion_core`` is imported first (every ``python -m bifusion_core...`` entry point, and the ``bifusion_ros``
+node, replay and demo, whose first torch import comes through ``bifusion_core``);
 a value the user has set is kept.
 """
 from __future__ import annotations
