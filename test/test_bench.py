@@ -1,5 +1,6 @@
 """The benchmark CLI runs and writes its JSON (figures themselves are not asserted: they belong to benchmarks)."""
 import json
+import os
 
 from bifusion_core.bench.__main__ import main
 
@@ -30,11 +31,12 @@ def test_bench_sparse_interleaves_workers_and_reports_spread_and_load(tmp_path, 
     monkeypatch.setattr(sparse, "_start_busy", start_busy)
     out = tmp_path / "sparse.json"
     assert main(["sparse", "--width", "0.125", "--voxel-size", "0.1", "--repeats", "2", "--warmup", "0",
-                 "--threads", "1", "2", "--device", "cpu", "--busy", "1", "--json", str(out)]) == 0
+                 "--threads", "1", "2", "auto", "--device", "cpu", "--busy", "1", "--json", str(out)]) == 0
     assert len(spinners) == 1 and all(p.poll() is not None for p in spinners)
     r = json.loads(out.read_text())
     backends = available_backends()
-    assert sorted((x["backend"], x["threads"]) for x in r["results"]) == sorted((b, n) for b in backends for n in (1, 2))
+    assert sorted((x["backend"], str(x["threads"])) for x in r["results"]) == sorted(
+        (b, n) for b in backends for n in ("1", "2", "auto"))
     for res in r["results"]:
         assert "error" not in res, res
         assert res["voxels"] > 5000
@@ -44,7 +46,9 @@ def test_bench_sparse_interleaves_workers_and_reports_spread_and_load(tmp_path, 
     assert r["interleaved"] and r["machine_load"]["cpus"] >= 1 and r["machine_load"]["wall_s"] > 0
     assert r["machine_load"]["busy_processes"] == 1 and "GOMP_SPINCOUNT" in r["machine_load"]["openmp_env"]
     if "minkowski" in backends:
-        assert set(r["torch_over_minkowski"]) == {"cpu/1t", "cpu/2t"}
+        assert set(r["torch_over_minkowski"]) == {"cpu/1t", "cpu/2t", "cpu/auto"}
+    auto = [x for x in r["results"] if x["threads"] == "auto"]
+    assert all(1 <= x["threads_at_end"] <= (os.cpu_count() or 1) and x["thread_changes"] >= 0 for x in auto)
 
 
 def test_bench_train_times_the_requested_stage(tmp_path):

@@ -48,6 +48,7 @@ def formulation(request, monkeypatch):
     import bifusion_core.sparse.torch_backend as tb
 
     monkeypatch.setattr(tb, "IM2COL_MAX_CHANNELS", 0 if request.param == "gather_scatter" else 1 << 30)
+    monkeypatch.setattr(tb, "IM2COL_MIN_OUT_CHANNELS", 0)
     return request.param
 
 

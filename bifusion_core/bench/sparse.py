@@ -7,7 +7,10 @@ noisy machine a burst of load then hits every alternative alike instead of one o
 the median, min, max and inter-quartile range of ``--repeats`` timed calls after ``--warmup`` untimed ones; the
 torch / MinkowskiEngine ratio of the medians per device and thread count; and the machine's load (1-minute
 load average and the CPU time other processes took while it ran), so a figure can be read with the load it
-was measured under. ``--threads`` lists the thread counts (default: 1 and torch's default here). ``--busy N``
+was measured under. ``--threads`` lists the thread counts (default: 1 and torch's default here); ``auto`` is a
+:class:`~bifusion_core.threads.ThreadGovernor` starting at torch's default, around every call as the frame
+pipeline has it around every frame (for a backend's own threads too: MinkowskiEngine's CPU kernels run on the same OpenMP
+pool). ``--busy N``
 keeps N other processes spinning on the CPU for the whole run (a robot's normal state: the camera driver, the
 planner, ...), so the figures under contention come from the same one command.
 """
@@ -19,21 +22,26 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 
 import torch
 
 from ..data.synthetic import synthetic_room_cloud
 from ..models.minkunet import MinkUNet18A, MinkUNetConfig
 from ..sparse import available_backends, get_backend, voxelize
+from ..threads import ThreadGovernor, machine_busy_seconds, own_cpu_seconds
 from .common import peak_rss_mb, rss_mb, sync
 
 KINDS = ("forward", "forward_backward")
 
 
-def _worker(backend: str, device: str, threads: int, voxel_size: float, width: float, conn) -> None:
-    """Build the net and input, report ``ready`` (or ``error``), then time one call per ``(kind)`` request."""
+def _worker(backend: str, device: str, threads, voxel_size: float, width: float, conn) -> None:
+    """Build the net and input, report ``ready`` (or ``error``), then time one call per ``(kind)`` request.
+    ``threads``: a count, or ``"auto"`` (a thread governor, updated before each call)."""
     try:
-        torch.set_num_threads(threads)
+        governor = ThreadGovernor() if threads == "auto" else None
+        if governor is None:
+            torch.set_num_threads(threads)
         torch.manual_seed(0)
         dev = torch.device(device)
         pts, cols, _ = synthetic_room_cloud(seed=0)
@@ -63,32 +71,32 @@ def _worker(backend: str, device: str, threads: int, voxel_size: float, width: f
             kind = conn.recv()
             if kind is None:
                 break
-            sync(dev)
-            t0 = time.perf_counter()
-            calls[kind]()
-            sync(dev)
-            conn.send(time.perf_counter() - t0)
+            with governor.work() if governor is not None else nullcontext():
+                sync(dev)
+                t0 = time.perf_counter()
+                calls[kind]()
+                sync(dev)
+                dt = time.perf_counter() - t0
+            conn.send(dt)
         peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb() - base
-        conn.send({"peak_mem_mb": peak})
+        conn.send({"peak_mem_mb": peak, **({"thread_changes": governor.changes, "threads_at_end": governor.threads}
+                                           if governor is not None else {})})
     except Exception as exc:  # reported, not raised: one backend failing must not hide the other
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def _cpu_busy() -> tuple[float, float]:
-    """``(busy, total)`` CPU jiffies of the whole machine so far (``/proc/stat``; zeros elsewhere)."""
-    try:
-        with open("/proc/stat") as f:
-            vals = [float(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0.0, 0.0
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
-    return sum(vals) - idle, sum(vals)
-
-
-def _own_cpu() -> float:
-    """CPU seconds this process and its finished children used (``os.times``)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+def _thread_list(spec) -> list:
+    """``--threads`` values -> sorted counts, then ``"auto"`` if asked (default: 1 and torch's default)."""
+    vals = spec or ["1", str(torch.get_num_threads())]
+    counts, auto = set(), False
+    for v in vals:
+        if v == "auto":
+            auto = True
+        elif v.isdigit() and int(v) >= 1:
+            counts.add(int(v))
+        else:
+            raise SystemExit(f"--threads takes counts >= 1 or 'auto', got {v!r}")
+    return sorted(counts) + (["auto"] if auto else [])
 
 
 def summarise(times: list[float]) -> dict:
@@ -119,13 +127,12 @@ def run(args) -> dict:
 def _run(args) -> dict:
     devices = [args.device] if args.device else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     backends = args.backends or available_backends()
-    threads = sorted(set(args.threads or [1, torch.get_num_threads()]))
-    if min(threads) < 1 or args.repeats < 1 or args.warmup < 0:
-        raise SystemExit("--threads must be >= 1, --repeats >= 1, --warmup >= 0")
+    threads = _thread_list(args.threads)
+    if args.repeats < 1 or args.warmup < 0:
+        raise SystemExit("--repeats must be >= 1, --warmup >= 0")
     ctx = mp.get_context("spawn")
     load_before = os.getloadavg()
-    busy0, total0 = _cpu_busy()
-    own0 = _own_cpu()
+    busy0, own0 = machine_busy_seconds(), own_cpu_seconds()
     t_start = time.perf_counter()
     workers, results = [], []
     for device in devices:
@@ -164,11 +171,10 @@ def _run(args) -> dict:
         p.join(timeout=30)
         results.append(res)
     wall = time.perf_counter() - t_start
-    busy1, total1 = _cpu_busy()
-    own = _own_cpu() - own0
+    busy1, own = machine_busy_seconds(), own_cpu_seconds() - own0
     ncpu = os.cpu_count() or 1
     # CPU seconds the rest of the machine used meanwhile, in cores (jiffies are 1/100 s on Linux)
-    others = max(0.0, (busy1 - busy0) / 100.0 - own) / wall if total1 > total0 else None
+    others = max(0.0, busy1 - busy0 - own) / wall if busy0 is not None and busy1 is not None else None
     machine_load = {"cpus": ncpu, "loadavg_1min_before": round(load_before[0], 2),
                     "loadavg_1min_after": round(os.getloadavg()[0], 2),
                     "other_processes_cores": None if others is None else round(others, 2), "wall_s": round(wall, 1),
@@ -191,7 +197,7 @@ def _run(args) -> dict:
         other = [m for m in results if m["backend"] == "minkowski" and m["device"] == r["device"]
                  and m["threads"] == r["threads"] and "error" not in m]
         if other:
-            key = f"{r['device']}/{r['threads']}t"
+            key = f"{r['device']}/{r['threads']}" + ("t" if isinstance(r["threads"], int) else "")
             ratios[key] = {k: r[k]["median_s"] / other[0][k]["median_s"] for k in KINDS}
             table.append(f"torch/minkowski time ratio on {r['device']} at {r['threads']} thread(s): forward "
                          f"{ratios[key]['forward']:.2f}, forward+backward {ratios[key]['forward_backward']:.2f} "
@@ -208,8 +214,9 @@ def _run(args) -> dict:
 def add_args(p) -> None:
     p.add_argument("--backends", nargs="*", choices=["torch", "minkowski"], help="default: every installed backend")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cpu, and cuda when available")
-    p.add_argument("--threads", type=int, nargs="*",
-                   help="CPU thread counts to measure (default: 1 and torch's default on this machine)")
+    p.add_argument("--threads", nargs="*", metavar="N|auto",
+                   help="CPU thread counts to measure, 'auto' for the adaptive count the pipeline uses "
+                        "(default: 1 and torch's default on this machine)")
     p.add_argument("--voxel-size", type=float, default=0.05)
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = MinkUNet18A)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per worker and kind (default 3)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from ..io.render import splat
 from ..models.bifusion import BiFusionModel, StageTimer, batch_superpoints, frames_to_input
 from ..models.checkpoint import load_model
+from ..threads import ThreadGovernor
 from .types import Frame, FrameResult
 
 DEFAULT_MAX_POINTS = 200_000
@@ -48,8 +50,15 @@ class FrameProcessor:
     for NaN/inf (:meth:`FrameResult.check_finite`) before they are returned.
     """
 
-    def __init__(self, model: BiFusionModel, device: str | torch.device = "auto", half: bool = False):
+    def __init__(self, model: BiFusionModel, device: str | torch.device = "auto", half: bool = False,
+                 adaptive_threads: bool | None = None):
+        """``adaptive_threads``: before each frame, use the CPU threads other processes leave free (up to
+        torch's count at construction; see :mod:`bifusion_core.threads`). None: on unless the environment sets
+        ``BIFUSION_ADAPTIVE_THREADS=0`` (the test suite does, so that runs it compares use one thread count)."""
         self.device = pick_device(device) if isinstance(device, str) else device
+        if adaptive_threads is None:
+            adaptive_threads = os.environ.get("BIFUSION_ADAPTIVE_THREADS", "1") != "0"
+        self.threads = ThreadGovernor() if adaptive_threads else None
         if model.cfg.frame.max_points is None:
             model.cfg.frame.max_points = DEFAULT_MAX_POINTS
         self.model = model.to(self.device).eval()
@@ -86,6 +95,10 @@ class FrameProcessor:
         Raises ``ValueError`` for unusable input (size mismatch, no depth, bad pose/intrinsics), and its
         subclass :class:`~bifusion_core.pipeline.types.NonFiniteOutput` when the model's outputs are not finite.
         """
+        with self.threads.work() if self.threads is not None else nullcontext():
+            return self._process(frame)
+
+    def _process(self, frame: Frame) -> FrameResult:
         t_all = time.perf_counter()
         timer = StageTimer(True)
         cfg = self.model.cfg

@@ -39,7 +39,12 @@ def _no_autocast_backward(backward):
 
 
 IM2COL_MAX_CHANNELS = 4
-"""Submanifold convolutions with at most this many input channels use im2col (see the module docstring)."""
+IM2COL_MIN_OUT_CHANNELS = 16
+"""Submanifold convolutions with at most ``IM2COL_MAX_CHANNELS`` input and at least ``IM2COL_MIN_OUT_CHANNELS``
+output channels use im2col (see the module docstring): it saves the scatter of ``pairs x Cout`` values and
+costs a gather of ``M x K x Cin``. Measured on the k5 stem (interleaved medians, 1 thread): 58,848 voxels,
+3 -> 32 channels: forward 2.79 vs 3.12 s for the whole MinkUNet18A; 10,545 voxels, 3 -> 8 channels (width
+0.25): 0.136 vs 0.122 s, so narrow outputs keep gather-GEMM-scatter."""
 
 
 @dataclass
@@ -349,7 +354,8 @@ class TorchBackend:
             if kernel_size % 2 == 0:
                 raise NotImplementedError("stride-1 convolutions need an odd kernel size")
             kmap = ctx.submanifold_map(x.stride, kernel_size)
-            fn = Im2colConv if x.channels <= IM2COL_MAX_CHANNELS else GatherMatmulScatter
+            im2col = x.channels <= IM2COL_MAX_CHANNELS and kernel.shape[2] >= IM2COL_MIN_OUT_CHANNELS
+            fn = Im2colConv if im2col else GatherMatmulScatter
             return x.replace(_apply(fn, x.feats, kernel, kmap))
         if kernel_size != 2 or stride != 2:
             raise NotImplementedError(f"only k2 s2 strided convolutions are supported, got k{kernel_size} s{stride}")
