@@ -3,9 +3,11 @@
 PyTorch's CPU kernels split each operation over ``torch.get_num_threads()`` OpenMP threads that spin at the end
 of every parallel region. When another process holds a core (a robot's normal state: camera driver, planner,
 ...), a frame's thousands of short regions each wait for the thread that shares its core, and the sparse U-Net
-ran 2.5x slower at 2 threads than at 1 with one core busy (``bench sparse --busy 1 --threads 1 2``).
-Making the threads sleep instead (``GOMP_SPINCOUNT=0``) cured that but cost 1.7x on an idle machine, where the
-spinning is what makes short regions cheap. So the thread count is adapted instead: :class:`ThreadGovernor`
+forward ran 1.7-2.7x slower at 2 threads than at 1 with one core busy (``bench sparse --busy 1 --threads 1 2``,
+several runs).
+Making the threads sleep instead (``GOMP_SPINCOUNT=0``) cured that but cost 1.75x on an idle machine (the
+demo's frame-sized U-Net, 2 threads: 182 vs 104 ms, processes alternated, medians of 9), where the spinning
+is what makes short regions cheap. So the thread count is adapted instead: :class:`ThreadGovernor`
 looks at how much CPU the rest of the machine used while the frames were processed (``/proc/stat`` minus this
 process's own time) and uses the cores that were left free, between 1 and the count it started with.
 """
