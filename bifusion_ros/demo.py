@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=30, help="frames of the recording (default 30)")
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped demo checkpoint)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="inference device (default auto)")
+    p.add_argument("--half", action="store_true",
+                   help="half precision: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16 / AMX)")
     p.add_argument("--save-every", type=int, default=5,
                    help="write PNG/PLY outputs of every k-th frame (0: none; default 5)")
     p.add_argument("--seed", type=int, default=DEMO_SEED, help=f"room seed (default {DEMO_SEED}, a held-out room)")
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
     try:
         bag = ensure_recording(generator_params(args.frames, args.seed), args.cache_dir, progress=not args.quiet)
         cfg = replay.ReplayConfig(bag=bag, out=args.out, checkpoint=args.checkpoint, device=args.device,
-                                  save_every=args.save_every, progress=not args.quiet, map=not args.no_map)
+                                  half=args.half, save_every=args.save_every, progress=not args.quiet, map=not args.no_map)
     except (OSError, ValueError, replay.ReplayError) as exc:
         log.error("%s", exc)
         return 2

@@ -938,7 +938,7 @@ def build_parser(prog: str = "python -m bifusion_ros.replay") -> argparse.Argume
     g = p.add_argument_group("model")
     g.add_argument("--checkpoint", help="model checkpoint (default: the shipped demo checkpoint)")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="inference device (default auto)")
-    g.add_argument("--half", action="store_true", help="half precision (CUDA only)")
+    g.add_argument("--half", action="store_true", help="half precision: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16 / AMX)")
     g.add_argument("--classes", help="class names / prompts replacing the checkpoint's: 'a,b,c' or '[a, b, c]'")
     g.add_argument("--voxel-size", type=float, default=0.0, help="override the checkpoint's voxel size (m; 0: keep)")
     g.add_argument("--score-threshold", type=float, default=_P["score_threshold"],

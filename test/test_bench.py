@@ -109,13 +109,18 @@ def test_bench_gpu_dry_run_on_the_cpu_reports_every_part(tmp_path):
     settings: frame latency per config and precision, and a training step; a zero budget skips every part."""
     import pytest
 
+    from bifusion_core.pipeline.processor import cpu_has_native_bf16
+
     out = tmp_path / "gpu.json"
     assert main(["gpu", "--device", "cpu", "--configs", "synthetic_small", "--frames", "2", "--warmup", "1",
                  "--width", "160", "--height", "120", "--sparse-repeats", "0", "--train-config", "synthetic_small",
                  "--train-batch", "1", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert [(f["config"], f["precision"]) for f in r["frames"]] == [("synthetic_small", "fp32"), ("synthetic_small", "fp16")]
-    assert all(not f["half_active"] for f in r["frames"])  # autocast fp16 only on CUDA
+    fp32, half = r["frames"]
+    assert not fp32["half_active"] and fp32["autocast"] is None
+    # on the CPU "fp16" means bf16 autocast where the CPU has native bf16, float32 elsewhere
+    assert half["autocast"] == ("bfloat16" if cpu_has_native_bf16() else None) and half["half_active"] == bool(half["autocast"])
     assert all(f["fps"] > 0 and "backbone" in f["stages_p50_ms"] for f in r["frames"])
     assert r["train"]["batch_size"] == 1 and r["train"]["it_per_s"] > 0 and not r["errors"]
     assert main(["gpu", "--device", "cpu", "--budget-s", "0", "--configs", "synthetic_small", "--frames", "1",

@@ -163,3 +163,29 @@ def test_checkpoint_from_before_the_merge_head_loads_without_one(tmp_path):
     torch.save(data, tmp_path / "cfg.pt")
     with pytest.raises(CheckpointError, match="config"):
         load_model(tmp_path / "cfg.pt")
+
+
+def test_half_on_the_cpu_is_bf16_autocast_where_the_cpu_has_it(ckpt, tmp_path, monkeypatch, caplog):
+    """``half`` on the CPU: bf16 autocast when the CPU multiplies bf16 natively (forced here, so the path runs on
+    any CPU), float32 with a warning otherwise; the bf16 frame is finite and labels points as float32 does."""
+    import bifusion_core.pipeline.processor as P
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n")
+    assert P.cpu_has_native_bf16(str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert not P.cpu_has_native_bf16(str(info)) and not P.cpu_has_native_bf16(str(tmp_path / "missing"))
+
+    rgb, depth, intr = frame()
+    ref = FrameProcessor.from_checkpoint(ckpt[0], "cpu").process(Frame(rgb, depth, intr, np.eye(4)))
+    monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING"):
+        plain = FrameProcessor.from_checkpoint(ckpt[0], "cpu", half=True)
+    assert not plain.half and plain.amp_dtype is None and "native bfloat16" in caplog.text
+    monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: True)
+    proc = FrameProcessor.from_checkpoint(ckpt[0], "cpu", half=True)
+    assert proc.half and proc.amp_dtype == torch.bfloat16
+    res = proc.process(Frame(rgb, depth, intr, np.eye(4)))
+    assert np.array_equal(res.points, ref.points) and np.isfinite(res.alpha).all()
+    assert (res.semantic == ref.semantic).mean() > 0.9
+    assert not np.array_equal(res.alpha, ref.alpha)  # it did run in bf16

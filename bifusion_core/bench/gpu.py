@@ -3,7 +3,7 @@
 1. **Frames**: per-stage latency (p50) and end-to-end frames/s of the frame processor at 640x480 on rendered
    synthetic RealSense-style frames, for each of ``--configs`` (default: the full design, ViT-B/16 + MinkUNet18A,
    randomly initialised since the timing does not depend on the weights; and ``synthetic_small``), in fp32 and
-   fp16 (``FrameProcessor(half=True)``: autocast on CUDA).
+   fp16 (``FrameProcessor(half=True)``: fp16 autocast on CUDA; bf16 in a CPU dry run where the CPU has it).
 2. **Sparse backends**: the ``sparse`` stage (MinkUNet18A forward and forward+backward on a ~55k-voxel room,
    backends interleaved) on the device, for every backend installed there.
 3. **Training**: one ``scannet200`` step (stage S1, the memory peak) at batch 8 on rendered 640x480 frames, its
@@ -57,7 +57,9 @@ def _frame_latency(name: str, precision: str, frames, args) -> dict:
             totals.append(res.timings["total"])
             stages.append(res.timings)
     per_stage = {k: round(1e3 * statistics.median(s[k] for s in stages), 2) for k in stages[0]}
-    r = {"config": name, "precision": precision, "half_active": proc.half, "points": int(res.num_points),
+    r = {"config": name, "precision": precision, "half_active": proc.half,
+         "autocast": None if proc.amp_dtype is None else str(proc.amp_dtype).removeprefix("torch."),
+         "points": int(res.num_points),
          "p50_ms": round(1e3 * statistics.median(totals), 2), "p95_ms": round(1e3 * float(np.percentile(totals, 95)), 2),
          "fps": round(1.0 / float(np.mean(totals)), 2), "stages_p50_ms": per_stage}
     if dev.type == "cuda":

@@ -245,7 +245,7 @@ def _bilinear_sparse(feats: torch.Tensor, uv: torch.Tensor, batch: torch.Tensor 
                      scale: tuple[float, float]) -> torch.Tensor:
     """:func:`sample_dense` without autograd: each point's four bilinear weights (``grid_sample``'s
     ``align_corners=False`` token coordinates ``(u + 0.5) s / P - 0.5``, clamped to the border) as a CSR matrix
-    times the token rows. Computed in the features' dtype (float32 for half precision)."""
+    times the token rows. Computed in the features' dtype (float32 for half precision, autocast or not)."""
     B, C, Hp, Wp = feats.shape
     n = uv.shape[0]
     dev = feats.device
@@ -265,7 +265,8 @@ def _bilinear_sparse(feats: torch.Tensor, uv: torch.Tensor, batch: torch.Tensor 
         weights = torch.sparse_csr_tensor(crow, cols.reshape(-1), vals.reshape(-1), (n, B * Hp * Wp),
                                           check_invariants=False)
     rows = feats.detach().permute(0, 2, 3, 1).reshape(B * Hp * Wp, C).to(dtype)
-    return (weights @ rows).to(feats.dtype)
+    with torch.autocast(dev.type, enabled=False):  # autocast would cast the product to half: no sparse kernel
+        return (weights @ rows).to(feats.dtype)
 
 
 def sample_dense(

@@ -41,8 +41,23 @@ def default_checkpoint() -> Path:
     return DEMO_CHECKPOINT
 
 
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU multiplies bfloat16 natively (``amx_bf16`` or ``avx512_bf16`` flags): there bf16
+    autocast runs the matmuls several times faster than float32; elsewhere it is emulated and slower."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 class FrameProcessor:
-    """Runs :class:`BiFusionModel` on single frames (inference mode, optional fp16 autocast on CUDA).
+    """Runs :class:`BiFusionModel` on single frames (inference mode; ``half``: fp16 autocast on CUDA, bf16
+    autocast on a CPU with native bf16, where the sparse convolutions still run in float32).
 
     Bounded cost per frame, whatever the camera sends: at most ``frame.max_points`` points of the model config
     (:data:`DEFAULT_MAX_POINTS` when that is None) and a 2D tower input of at most ``clip.max_side`` pixels on
@@ -62,10 +77,16 @@ class FrameProcessor:
         if model.cfg.frame.max_points is None:
             model.cfg.frame.max_points = DEFAULT_MAX_POINTS
         self.model = model.to(self.device).eval()
-        self.half = bool(half) and self.device.type == "cuda"
+        self.amp_dtype: torch.dtype | None = None  # autocast dtype when ``half`` applies here
+        if half and self.device.type == "cuda":
+            self.amp_dtype = torch.float16
+        elif half and self.device.type == "cpu" and cpu_has_native_bf16():
+            self.amp_dtype = torch.bfloat16
+        elif half:
+            log.warning("half precision needs CUDA or a CPU with native bfloat16 (AVX512-BF16 / AMX); running in "
+                        "float32 on %s", self.device)
+        self.half = self.amp_dtype is not None
         self.checkpoint: Path | None = None  # the file the model came from (set by from_checkpoint)
-        if half and not self.half:
-            log.warning("half precision needs CUDA; running in float32 on %s", self.device)
 
     @classmethod
     def from_checkpoint(cls, path=None, device: str = "auto", half: bool = False, classes=None,
@@ -107,7 +128,7 @@ class FrameProcessor:
         with timer("superpoints"):
             inp.superpoints = batch_superpoints(inp.points, inp.colours, inp.batch, cfg.superpoints)
         inp = inp.to(self.device)
-        amp = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
+        amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.half else nullcontext()
         with torch.inference_mode(), amp:
             out = self.model(inp, timer)
             with timer("postprocess", self.device):
