@@ -49,6 +49,7 @@ def formulation(request, monkeypatch):
 
     monkeypatch.setattr(tb, "IM2COL_MAX_CHANNELS", 0 if request.param == "gather_scatter" else 1 << 30)
     monkeypatch.setattr(tb, "IM2COL_MIN_OUT_CHANNELS", 0)
+    monkeypatch.setattr(tb, "IM2COL_INFERENCE_MAX_CHANNELS", 0 if request.param == "gather_scatter" else 1 << 30)
     return request.param
 
 
@@ -191,3 +192,28 @@ def test_binary_search_fallback_matches_dense_conv3d(monkeypatch, formulation):
     monkeypatch.setattr(tb, "DENSE_LOOKUP_CELLS", 0)
     test_submanifold_conv_matches_dense(3, formulation)
     test_submanifold_at_stride_two_matches_dense_on_coarse_grid(formulation)
+
+
+def test_formulation_follows_autograd_and_size_and_both_agree(monkeypatch):
+    """Inference (no autograd) takes im2col up to IM2COL_INFERENCE_MAX_CHANNELS inputs and IM2COL_MAX_ELEMENTS
+    gathered entries; training takes gather-GEMM-scatter; the results agree."""
+    import bifusion_core.sparse.torch_backend as tb
+
+    used = []
+    real = tb._apply
+    monkeypatch.setattr(tb, "_apply", lambda fn, *a: used.append(fn.__name__) or real(fn, *a))
+    coords = random_coords()
+    x, feats = make_input(coords, 8)
+    conv = SparseConv3d(8, 6, kernel_size=3).double()
+    train = conv(x).feats
+    with torch.no_grad():
+        infer = conv(x).feats
+        monkeypatch.setattr(tb, "IM2COL_MAX_ELEMENTS", coords.shape[0] * 27 * 8 - 1)  # one entry too many
+        capped = conv(x).feats
+        monkeypatch.setattr(tb, "IM2COL_MAX_ELEMENTS", 1 << 26)
+        wide = SparseConv3d(65, 6, kernel_size=3).double()(get_backend("torch").from_voxels(
+            coords, torch.randn(coords.shape[0], 65, dtype=torch.float64))[0])
+    assert used == ["GatherMatmulScatter", "Im2colConv", "GatherMatmulScatter", "GatherMatmulScatter"]
+    torch.testing.assert_close(infer, train.detach())
+    torch.testing.assert_close(capped, train.detach())
+    assert wide.feats.shape == (coords.shape[0], 6)
