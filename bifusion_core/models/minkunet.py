@@ -174,5 +174,5 @@ class Backbone3D(nn.Module):
         y = self.unet(x)
         y = y.replace(torch.relu(self.head_bn(self.head(y)).feats))
         vf = y.feats if rows is None else y.feats.index_select(0, rows)
-        f3d = F.normalize(devoxelize(vf, vox.inverse), dim=1)
+        f3d = devoxelize(F.normalize(vf, dim=1), vox.inverse)  # normalised per voxel: the same rows, fewer of them
         return f3d, vox
