@@ -7,7 +7,7 @@ Samples (frames or scene crops) are batched as concatenated points with a per-po
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -283,7 +283,12 @@ class BiFusionModel(nn.Module):
         timer = timer or StageTimer(False)
         enc = self.encoder(inp, timer)
         dev = inp.points.device
-        with timer("decoder", dev):
+        # On the CPU the decoder runs in float32 under any autocast: its matrices are small, and in bf16 the
+        # casts cost more than the matmuls save (demo frame: 23.6 vs 16.4 ms, post-processing 6.0 vs 4.1 ms).
+        cpu_fp32 = torch.autocast("cpu", enabled=False) if dev.type == "cpu" else nullcontext()
+        with timer("decoder", dev), cpu_fp32:
+            if dev.type == "cpu":
+                enc.fused = enc.fused.float()
             text = self.text_embeddings()
             sem_logits = self.sem_head(enc.fused, text)
             feats, centres, locals_, world_centres, idxs = [], [], [], [], []

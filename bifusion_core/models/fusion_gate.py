@@ -94,7 +94,8 @@ class LiteFusionGate(nn.Module):
             h = torch.addmm(torch.addmm(first.bias, f2d, first.weight[:, :C].t()), f3d, first.weight[:, C:].t())
             alpha = torch.sigmoid(last(torch.relu(h)))
             alpha = alpha * v + self.cfg.invalid_alpha * (1 - v)
-        f_mix = torch.lerp(f3d, f2d, alpha)  # alpha * f2D + (1 - alpha) * f3D in one pass
+        dt = torch.promote_types(torch.promote_types(f2d.dtype, f3d.dtype), alpha.dtype)  # lerp wants one dtype
+        f_mix = torch.lerp(f3d.to(dt), f2d.to(dt), alpha.to(dt))  # alpha * f2D + (1 - alpha) * f3D in one pass
 
         if B == 1 and n:  # a single sample (every frame in the node): no per-point gather of the SE weights
             w = torch.sigmoid(self.se(f_mix.mean(0, keepdim=True)))

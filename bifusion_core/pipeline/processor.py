@@ -129,9 +129,10 @@ class FrameProcessor:
             inp.superpoints = batch_superpoints(inp.points, inp.colours, inp.batch, cfg.superpoints)
         inp = inp.to(self.device)
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.half else nullcontext()
-        with torch.inference_mode(), amp:
-            out = self.model(inp, timer)
-            with timer("postprocess", self.device):
+        with torch.inference_mode():
+            with amp:
+                out = self.model(inp, timer)
+            with timer("postprocess", self.device):  # float32: small matrices, most of it on the CPU anyway
                 seg = self.model.segment(inp, out)[0]
         pts = inp.points.cpu().numpy()
         instance = seg.instance.numpy().copy()
