@@ -43,6 +43,7 @@ def test_bench_sparse_interleaves_workers_and_reports_spread_and_load(tmp_path, 
         for kind in ("forward", "forward_backward"):
             t = res[kind]
             assert len(t["runs_s"]) == 2 and t["min_s"] <= t["median_s"] <= t["max_s"] and t["iqr_s"] >= 0
+            assert 0 < t["cores"] <= (os.cpu_count() or 1) + 0.5  # CPU seconds per wall second of the call
     assert r["interleaved"] and r["machine_load"]["cpus"] >= 1 and r["machine_load"]["wall_s"] > 0
     assert r["machine_load"]["busy_processes"] == 1 and "GOMP_SPINCOUNT" in r["machine_load"]["openmp_env"]
     if "minkowski" in backends:

@@ -7,11 +7,12 @@ noisy machine a burst of load then hits every alternative alike instead of one o
 the median, min, max and inter-quartile range of ``--repeats`` timed calls after ``--warmup`` untimed ones; the
 torch / MinkowskiEngine ratio of the medians per device and thread count; and the machine's load (1-minute
 load average and the CPU time other processes took while it ran), so a figure can be read with the load it
-was measured under. ``--threads`` lists the thread counts (default: 1 and torch's default here); ``auto`` is a
-:class:`~bifusion_core.threads.ThreadGovernor` starting at torch's default, around every call as the frame
-pipeline has it around every frame (for a backend's own threads too: MinkowskiEngine's CPU kernels run on the same OpenMP
-pool). ``--busy N``
-keeps N other processes spinning on the CPU for the whole run (a robot's normal state: the camera driver, the
+was measured under. ``--threads`` lists the thread counts (default: 1 and torch's default here); a worker for
+N threads starts with ``OMP_NUM_THREADS=N`` as well as ``torch.set_num_threads(N)``, since MinkowskiEngine's
+kernels run on an OpenMP runtime of their own that only the variable reaches; ``cores`` (CPU seconds per wall
+second of a call) shows what each one used. ``auto`` is a :class:`~bifusion_core.threads.ThreadGovernor`
+starting at torch's default, around every call as the frame pipeline has it around every frame (it sets torch's
+count, so a MinkowskiEngine worker under it keeps its start count). ``--busy N`` keeps N other processes spinning on the CPU for the whole run (a robot's normal state: the camera driver, the
 planner, ...), so the figures under contention come from the same one command.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -73,16 +74,34 @@ def _worker(backend: str, device: str, threads, voxel_size: float, width: float,
                 break
             with governor.work() if governor is not None else nullcontext():
                 sync(dev)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), own_cpu_seconds()
                 calls[kind]()
                 sync(dev)
-                dt = time.perf_counter() - t0
-            conn.send(dt)
+                dt, cpu = time.perf_counter() - t0, own_cpu_seconds() - c0
+            conn.send((dt, cpu / dt))
         peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb() - base
         conn.send({"peak_mem_mb": peak, **({"thread_changes": governor.changes, "threads_at_end": governor.threads}
                                            if governor is not None else {})})
     except Exception as exc:  # reported, not raised: one backend failing must not hide the other
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
+
+
+@contextmanager
+def _omp_threads(n: int | None):
+    """``OMP_NUM_THREADS=n`` for a worker started meanwhile (None: unset). ``torch.set_num_threads`` reaches
+    only the OpenMP runtime torch ships; MinkowskiEngine's kernels run on the system's libgomp, which reads
+    this variable when it loads: without it MinkowskiEngine used both cores in a "1 thread" worker (see
+    ``cores`` in the results)."""
+    old = os.environ.get("OMP_NUM_THREADS")
+    if n is not None:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
 
 
 def _thread_list(spec) -> list:
@@ -141,7 +160,8 @@ def _run(args) -> dict:
                 parent, child = ctx.Pipe()
                 p = ctx.Process(target=_worker, args=(backend, device, n, args.voxel_size, args.width, child),
                                 daemon=True)
-                p.start()
+                with _omp_threads(None if n == "auto" else n):
+                    p.start()
                 info = parent.recv()
                 res = {"backend": backend, "device": device, "threads": n, "width": args.width}
                 if "error" in info:
@@ -167,7 +187,8 @@ def _run(args) -> dict:
             conn.send(None)
             res.update(conn.recv())
             for kind in KINDS:
-                res[kind] = summarise(times[kind])
+                res[kind] = summarise([t for t, _ in times[kind]])
+                res[kind]["cores"] = round(statistics.median(c for _, c in times[kind]), 2)  # CPU s / wall s
         p.join(timeout=30)
         results.append(res)
     wall = time.perf_counter() - t_start
@@ -181,7 +202,7 @@ def _run(args) -> dict:
                     "busy_processes": args.busy,
                     "openmp_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}}
 
-    table = ["backend    device threads  voxels  fwd med [s] (min-max)   fwd+bwd med [s] (min-max)  peak [MB]"]
+    table = ["backend    device threads  voxels  fwd med [s] (min-max)   fwd+bwd med [s] (min-max)  peak [MB]  cores"]
     for r in results:
         if "error" in r:
             table.append(f"{r['backend']:<10} {r['device']:<6} {r['threads']:>7}  error: {r['error']}")
@@ -189,7 +210,8 @@ def _run(args) -> dict:
         f, b = r["forward"], r["forward_backward"]
         table.append(f"{r['backend']:<10} {r['device']:<6} {r['threads']:>7} {r['voxels']:>7} "
                      f"{f['median_s']:>8.3f} ({f['min_s']:.3f}-{f['max_s']:.3f}) "
-                     f"{b['median_s']:>10.3f} ({b['min_s']:.3f}-{b['max_s']:.3f}) {r['peak_mem_mb']:>9.0f}")
+                     f"{b['median_s']:>10.3f} ({b['min_s']:.3f}-{b['max_s']:.3f}) {r['peak_mem_mb']:>9.0f}  "
+                     f"{f['cores']:.2f}/{b['cores']:.2f}")
     ratios = {}
     for r in results:
         if r["backend"] != "torch" or "error" in r:
