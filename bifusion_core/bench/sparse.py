@@ -12,8 +12,9 @@ N threads starts with ``OMP_NUM_THREADS=N`` as well as ``torch.set_num_threads(N
 kernels run on an OpenMP runtime of their own that only the variable reaches; ``cores`` (CPU seconds per wall
 second of a call) shows what each one used. ``auto`` is a :class:`~bifusion_core.threads.ThreadGovernor`
 starting at torch's default, around every call as the frame pipeline has it around every frame (it sets torch's
-count, so a MinkowskiEngine worker under it keeps its start count). ``--busy N`` keeps N other processes spinning on the CPU for the whole run (a robot's normal state: the camera driver, the
-planner, ...), so the figures under contention come from the same one command.
+count, so a MinkowskiEngine worker under it keeps its start count). ``--busy N`` keeps N other processes
+spinning on the CPU for the whole run (a robot's normal state: the camera driver, the planner, ...), so the
+figures under contention come from the same one command.
 """
 from __future__ import annotations
 
