@@ -194,6 +194,18 @@ def _down_map(ctx: TorchContext, stride: int) -> KernelMap:
                      slot=out_idx * 8 + k_idx)
 
 
+def _save(ctx, kmap: KernelMap, *tensors: torch.Tensor) -> None:
+    """What a convolution's backward needs: the map and the given tensors."""
+    ctx.save_for_backward(*tensors)
+    ctx.kmap = kmap
+
+
+def _saved(ctx, grad_out: torch.Tensor):
+    """``(*saved tensors, kmap, grad_out)``, ``grad_out`` contiguous in the first saved tensor's dtype."""
+    saved = ctx.saved_tensors
+    return (*saved, ctx.kmap, grad_out.to(saved[0].dtype).contiguous())
+
+
 class GatherMatmulScatter(torch.autograd.Function):
     """``out[o] = sum_k sum_{(i,o) in map_k} feats[i] @ weight[k]`` with a hand-written backward."""
 
@@ -207,16 +219,13 @@ class GatherMatmulScatter(torch.autograd.Function):
                 continue
             rows = feats.index_select(0, kmap.in_idx[a:b])
             out.index_add_(0, kmap.out_idx[a:b], rows @ weight[k])
-        ctx.save_for_backward(feats, weight)
-        ctx.kmap = kmap
+        _save(ctx, kmap, feats, weight)
         return out
 
     @staticmethod
     @_no_autocast_backward
     def backward(ctx, grad_out: torch.Tensor):
-        feats, weight = ctx.saved_tensors
-        grad_out = grad_out.to(feats.dtype).contiguous()
-        kmap: KernelMap = ctx.kmap
+        feats, weight, kmap, grad_out = _saved(ctx, grad_out)
         need_in, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_in = grad_w = None
         c = kmap.identity
@@ -251,16 +260,13 @@ class Im2colConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-        ctx.save_for_backward(feats, weight)
-        ctx.kmap = kmap
+        _save(ctx, kmap, feats, weight)
         return _im2col(feats, kmap) @ weight.reshape(-1, weight.shape[2])
 
     @staticmethod
     @_no_autocast_backward
     def backward(ctx, grad_out: torch.Tensor):
-        feats, weight = ctx.saved_tensors
-        grad_out = grad_out.to(feats.dtype).contiguous()
-        kmap: KernelMap = ctx.kmap
+        feats, weight, kmap, grad_out = _saved(ctx, grad_out)
         grad_in = grad_w = None
         if ctx.needs_input_grad[1]:  # the gathered matrix is rebuilt rather than kept (K x the input's memory)
             grad_w = (_im2col(feats, kmap).t() @ grad_out).view_as(weight)
@@ -277,16 +283,13 @@ class DownConv(torch.autograd.Function):
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
         cin = feats.shape[1]
         cols = feats.new_zeros(kmap.n_out * 8, cin).index_copy_(0, kmap.slot, feats).view(kmap.n_out, 8 * cin)
-        ctx.save_for_backward(cols, weight)
-        ctx.kmap = kmap
+        _save(ctx, kmap, cols, weight)
         return cols @ weight.reshape(8 * cin, -1)
 
     @staticmethod
     @_no_autocast_backward
     def backward(ctx, grad_out: torch.Tensor):
-        cols, weight = ctx.saved_tensors
-        grad_out = grad_out.to(cols.dtype).contiguous()
-        kmap: KernelMap = ctx.kmap
+        cols, weight, kmap, grad_out = _saved(ctx, grad_out)
         w2 = weight.reshape(cols.shape[1], -1)
         grad_in = grad_w = None
         if ctx.needs_input_grad[0]:
@@ -304,16 +307,13 @@ class UpConv(torch.autograd.Function):
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
         cout = weight.shape[2]
         wcat = weight.permute(1, 0, 2).reshape(weight.shape[1], 8 * cout)
-        ctx.save_for_backward(feats, weight)
-        ctx.kmap = kmap
+        _save(ctx, kmap, feats, weight)
         return (feats @ wcat).view(-1, cout).index_select(0, kmap.slot)
 
     @staticmethod
     @_no_autocast_backward
     def backward(ctx, grad_out: torch.Tensor):
-        feats, weight = ctx.saved_tensors
-        grad_out = grad_out.to(feats.dtype).contiguous()
-        kmap: KernelMap = ctx.kmap
+        feats, weight, kmap, grad_out = _saved(ctx, grad_out)
         cin, cout = weight.shape[1], weight.shape[2]
         g = feats.new_zeros(feats.shape[0] * 8, cout).index_copy_(0, kmap.slot, grad_out).view(-1, 8 * cout)
         grad_in = grad_w = None
