@@ -67,7 +67,7 @@ class FrameProcessor:
 
     def __init__(self, model: BiFusionModel, device: str | torch.device = "auto", half: bool = False,
                  adaptive_threads: bool | None = None):
-        """``adaptive_threads``: before each frame, use the CPU threads other processes leave free (up to
+        """``adaptive_threads``: run each frame on the CPU threads other processes leave free (up to
         torch's count at construction; see :mod:`bifusion_core.threads`). None: on unless the environment sets
         ``BIFUSION_ADAPTIVE_THREADS=0`` (the test suite does, so that runs it compares use one thread count)."""
         self.device = pick_device(device) if isinstance(device, str) else device
