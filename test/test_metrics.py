@@ -370,3 +370,73 @@ def test_frame_instance_inputs_keeps_large_instance_ids_apart():
     assert gt_ids[0] == gt_ids[1] != gt_ids[2] == gt_ids[3]
     assert set(gt_ids[:4] // 1000) == {3} and gt_ids[4] // 1000 == 5 and gt_ids[5] == 0
     assert len(np.unique(gt_ids[gt_ids > 0] % 1000)) == 3
+
+
+# -- ScanNet200 head / common / tail -----------------------------------------------------------------------------
+
+
+def test_scannet200_splits_partition_the_200_classes():
+    from bifusion_core.data.scannet.classes import SCANNET200, SCANNET200_SPLITS
+
+    head, common, tail = (SCANNET200_SPLITS[k] for k in ("head", "common", "tail"))
+    assert (len(head), len(common), len(tail)) == (66, 68, 66)
+    assert head | common | tail == set(SCANNET200.names) and not (head & common or head & tail or common & tail)
+    assert {"wall", "floor", "chair", "table"} <= head and {"cushion", "mattress"} <= common
+    assert {"paper", "luggage"} <= tail
+
+
+def test_semantic_means_per_split_follow_the_per_class_ious(tmp_path, capsys):
+    """chair 1, wall 0.5 (head), cushion 0.25 (common), paper 0 (tail): the split means are the plain means."""
+    from bifusion_core.data.scannet.classes import SCANNET200
+
+    ids = SCANNET200.name_to_id
+    gt = [ids["chair"]] * 4 + [ids["wall"]] * 2 + [ids["cushion"]] * 4 + [ids["paper"]] * 2
+    pred = [ids["chair"]] * 4 + [ids["wall"], ids["floor"]] + [ids["cushion"]] + [ids["bed"]] * 3 + [ids["bed"]] * 2
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    write_ids(gt_dir / "s.txt", gt)
+    write_ids(pred_dir / "s.txt", pred)
+    out = tmp_path / "sem.json"
+    assert eval_main(["semantic", "--pred", str(pred_dir), "--gt", str(gt_dir), "--json", str(out), "-q"]) == 0
+    res = json.loads(out.read_text())
+    c = res["classes"]
+    assert (c["chair"]["iou"], c["wall"]["iou"], c["cushion"]["iou"], c["paper"]["iou"]) == (1.0, 0.5, 0.25, 0.0)
+    # head also holds floor and bed, predicted but never true: IoU 0 each
+    assert res["splits"]["head"] == {"miou": pytest.approx((1.0 + 0.5 + 0 + 0) / 4), "classes": 4}
+    assert res["splits"]["common"] == {"miou": 0.25, "classes": 1} and res["splits"]["tail"] == {"miou": 0.0, "classes": 1}
+    assert "mIoU head (4 classes)" in capsys.readouterr().out
+
+
+def test_instance_means_per_split_and_an_empty_split(tmp_path):
+    """A chair found (AP 1, head), a piece of paper missed (AP 0, tail), no common class in the ground truth."""
+    from bifusion_core.data.scannet.classes import SCANNET200
+
+    chair, paper = SCANNET200.name_to_id["chair"], SCANNET200.name_to_id["paper"]
+    gt = np.zeros(1000, np.int64)
+    gt[:300], gt[300:600] = chair * 1000 + 1, paper * 1000 + 2
+    res = evaluate_instances([(gt, [PredictedInstance(gt == chair * 1000 + 1, chair, 0.9)])],
+                             InstanceEvalConfig(classes="scannet200_instance"))
+    s = res.splits()
+    assert s["head"] == {"ap": 1.0, "ap50": 1.0, "ap25": 1.0, "classes": 1}
+    assert s["tail"] == {"ap": 0.0, "ap50": 0.0, "ap25": 0.0, "classes": 1}
+    assert s["common"] == {"ap": None, "ap50": None, "ap25": None, "classes": 0}
+    assert res.to_dict()["splits"] == s and "head (1 classes)" in res.table()
+    assert evaluate_instances([(gt, [])], CFG).splits() == {}  # a class list outside ScanNet200
+
+
+def test_a_mask_file_listed_twice_is_refused_in_one_scene_and_across_scenes(tmp_path, caplog):
+    gt, _ = scene((A, 300), (B, 300))
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    write_gt(gt_dir, "s1", gt)
+    write_gt(gt_dir, "s2", gt)
+    write_instance_predictions(pred_dir, "s1", [gt == 3001], [A], [0.9])
+    (pred_dir / "s2.txt").write_text("pred_mask/s1_0.txt 3 0.8\n")  # s2 names s1's mask
+    args = ["instance", "--pred", str(pred_dir), "--gt", str(gt_dir), "--classes", "test_abc", "-q"]
+    assert eval_main(args) == 2
+    assert "already listed" in caplog.text and "s1.txt:1" in caplog.text and "s2.txt:1" in caplog.text
+    (pred_dir / "s2.txt").write_text("")
+    (pred_dir / "s1.txt").write_text("pred_mask/s1_0.txt 3 0.9\n./pred_mask/s1_0.txt 4 0.5\n")  # same file, twice
+    with pytest.raises(ValueError, match=r"s1\.txt:2: mask './pred_mask/s1_0.txt' is already listed at .*s1\.txt:1"):
+        read_instance_predictions(pred_dir / "s1.txt")
+    (pred_dir / "s1.txt").write_text("pred_mask/s1_0.txt 3 0.9\n")
+    caplog.clear()
+    assert eval_main(args) == 0  # each mask once: fine

@@ -7,8 +7,10 @@ semantic: ``PRED/SCENE.txt`` and ``GT/SCENE.txt`` hold one label id per vertex. 
 (a class with neither ground truth nor predictions has no IoU and stays out of the mean).
 
 Exit status 0, or 2 with a one-line error for unusable input: a missing file, a value that is not a 64-bit
-integer, files of different lengths, or ground truth with nothing to score (no labelled point / no instance of
-the evaluated classes in any scene; a single such scene is only a warning).
+integer, files of different lengths, a mask file listed twice (in one scene or two), or ground truth with
+nothing to score (no labelled point / no instance of the evaluated classes in any scene; a single such scene is
+only a warning). With ScanNet200 classes the tables and JSON also give the means over the benchmark's head /
+common / tail classes.
 """
 from __future__ import annotations
 
@@ -33,10 +35,10 @@ def run_instance(args) -> dict:
                              class_agnostic=args.class_agnostic)
     pairs = pair_scene_files(args.pred, args.gt)
     _warn_unpaired(args.gt, pairs)
-    matches, uid = [], 0
+    matches, uid, seen = [], 0, {}
     for scene, pred_file, gt_file in tqdm(pairs, desc="scenes", unit="scene", disable=args.quiet):
         gt = read_ids(gt_file)
-        preds = read_instance_predictions(pred_file, args.pred, n_vertices=len(gt))
+        preds = read_instance_predictions(pred_file, args.pred, n_vertices=len(gt), seen=seen)
         m = match_scene(gt, preds, cfg, uid)
         uid += sum(len(v) for v in m.pred.values())
         matches.append(m)

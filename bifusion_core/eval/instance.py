@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import configclass, spec
-from ..data.scannet.classes import ClassSet, get_class_set
+from ..data.scannet.classes import ClassSet, get_class_set, split_means
 
 DEFAULT_OVERLAPS = tuple(float(x) for x in np.append(np.arange(0.5, 0.95, 0.05), 0.25))
 
@@ -271,11 +271,20 @@ class InstanceResult:
                          "ap25": float(row[i25].mean()) if len(i25) else float("nan")}
         return out
 
+    def splits(self) -> dict[str, dict]:
+        """AP / AP50 / AP25 over ScanNet200's head / common / tail classes (those of this result with ground
+        truth): ``{split: {"ap", "ap50", "ap25", "classes"}}``, empty for a class list outside ScanNet200."""
+        per = self.per_class()
+        table = np.array([[per[n][k] for k in ("ap", "ap50", "ap25")] for n in self.class_names]).reshape(-1, 3)
+        return {k: {"ap": v["mean"][0], "ap50": v["mean"][1], "ap25": v["mean"][2], "classes": v["classes"]}
+                for k, v in split_means(self.class_names, table).items()}
+
     def to_dict(self) -> dict:
         def f(x):
             return None if np.isnan(x) else float(x)
 
         return {"ap": f(self.ap), "ap50": f(self.ap50), "ap25": f(self.ap25), "overlaps": list(self.overlaps),
+                "splits": self.splits(),
                 "classes": {n: {k: f(v) for k, v in d.items()} for n, d in self.per_class().items()}}
 
     def table(self) -> str:
@@ -285,6 +294,10 @@ class InstanceResult:
             if not all(np.isnan(v) for v in d.values()):
                 lines.append(f"{name:<28}{d['ap']:>8.3f}{d['ap50']:>8.3f}{d['ap25']:>8.3f}")
         lines += ["-" * 52, f"{'average':<28}{self.ap:>8.3f}{self.ap50:>8.3f}{self.ap25:>8.3f}"]
+        for split, v in self.splits().items():
+            if v["ap"] is not None:
+                name = f"{split} ({v['classes']} classes)"
+                lines.append(f"{name:<28}{v['ap']:>8.3f}{v['ap50']:>8.3f}{v['ap25']:>8.3f}")
         return "\n".join(lines)
 
 

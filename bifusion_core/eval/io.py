@@ -53,13 +53,20 @@ def write_ids(path, ids: np.ndarray) -> None:
     np.savetxt(path, np.asarray(ids, np.int64).ravel(), fmt="%d")
 
 
-def read_instance_predictions(path, pred_dir=None, n_vertices: int | None = None) -> list[PredictedInstance]:
+def read_instance_predictions(path, pred_dir=None, n_vertices: int | None = None,
+                              seen: dict[Path, str] | None = None) -> list[PredictedInstance]:
     """The predictions listed in ``path`` (a ``SCENE.txt``); masks must lie inside ``pred_dir`` (default: the
-    directory of ``path``) and, when ``n_vertices`` is given, have that many values."""
+    directory of ``path``) and, when ``n_vertices`` is given, have that many values.
+
+    A mask file may be listed once: a second line naming it (in this listing, or in another scene's when the
+    caller passes the same ``seen`` dict for every scene) is a ``ValueError`` naming both places. The official
+    evaluator reads such input differently from how it is written (it keeps one entry per file and counts a file
+    matched in one scene as matched in the other), so its scores would not be the listing's."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prediction file not found: {path}")
     root = Path(os.path.abspath(pred_dir if pred_dir is not None else path.parent))
+    seen = {} if seen is None else seen
     preds = []
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
@@ -73,6 +80,11 @@ def read_instance_predictions(path, pred_dir=None, n_vertices: int | None = None
         mask_file = Path(os.path.abspath(path.parent / rel))
         if os.path.commonpath([mask_file, root]) != str(root):
             raise ValueError(f"{path}:{lineno}: mask {rel!r} points outside the prediction directory {root}")
+        key = Path(os.path.realpath(mask_file))
+        if key in seen:
+            raise ValueError(f"{path}:{lineno}: mask {rel!r} is already listed at {seen[key]}; list each mask file "
+                             "once (the official evaluator would keep one entry and mix the scenes' matches)")
+        seen[key] = f"{path}:{lineno}"
         try:
             label_id, confidence = int(float(label)), float(conf)
         except ValueError:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.scannet.classes import IGNORE_INDEX
+from ..data.scannet.classes import IGNORE_INDEX, split_means
 
 
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int,
@@ -73,9 +73,15 @@ class SemanticResult:
     class_names: tuple[str, ...]
     confusion: np.ndarray
 
+    def splits(self) -> dict[str, dict]:
+        """mIoU over ScanNet200's head / common / tail classes (those of this result with an IoU):
+        ``{split: {"miou", "classes"}}``, empty for a class list outside ScanNet200."""
+        return {k: {"miou": v["mean"], "classes": v["classes"]}
+                for k, v in split_means(self.class_names, self.iou).items()}
+
     def to_dict(self) -> dict:
         tp = np.diag(self.confusion)
-        return {"miou": _f(self.miou), "accuracy": _f(self.accuracy),
+        return {"miou": _f(self.miou), "accuracy": _f(self.accuracy), "splits": self.splits(),
                 "classes": {n: {"iou": _f(i), "gt_points": int(g), "tp": int(t)}
                             for n, i, g, t in zip(self.class_names, self.iou, self.confusion.sum(1), tp)}}
 
@@ -87,6 +93,9 @@ class SemanticResult:
             if not np.isnan(i):
                 lines.append(f"{n:<28}{i:>8.3f}{int(g):>12d}")
         lines += ["-" * 48, f"{'mIoU':<28}{self.miou:>8.3f}", f"{'accuracy':<28}{self.accuracy:>8.3f}"]
+        for split, v in self.splits().items():
+            if v["miou"] is not None:
+                lines.append(f"{'mIoU ' + split + ' (' + str(v['classes']) + ' classes)':<28}{v['miou']:>8.3f}")
         return "\n".join(lines)
 
 

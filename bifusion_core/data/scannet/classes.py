@@ -10,6 +10,8 @@ for anything outside the set.
 * :data:`SCANNET200_INSTANCE` -- the 198 classes its instance benchmark scores (wall and floor excluded).
 * :data:`SCANNET20` / :data:`SCANNET20_INSTANCE` -- the classic 20-class benchmark (NYU40 ids) and its 18
   instance classes.
+* :data:`SCANNET200_SPLITS` -- the benchmark's head / common / tail split of the 200 classes
+  (:func:`split_means` averages per-class figures over each).
 
 Raw categories (free-text ``label`` strings of ``*.aggregation.json``) map to ids through the official TSV
 (:func:`load_label_map`) or, without it, through :func:`raw_category_to_id` (exact names plus common aliases).
@@ -17,6 +19,7 @@ Raw categories (free-text ``label`` strings of ``*.aggregation.json``) map to id
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -151,6 +154,53 @@ SCANNET20 = ClassSet("scannet20", VALID_CLASS_IDS_20, CLASS_LABELS_20)
 SCANNET20_INSTANCE = SCANNET20.subset("scannet20_instance", NON_INSTANCE_NAMES)
 
 CLASS_SETS = {c.name: c for c in (SCANNET200, SCANNET200_INSTANCE, SCANNET20, SCANNET20_INSTANCE)}
+
+# ScanNet200's head / common / tail split (by the number of labelled instances in the training scans), as the
+# benchmark reports it; tail is every other ScanNet200 class.
+_HEAD = frozenset((
+    "armchair", "backpack", "bathroom stall", "bathroom vanity", "bathtub", "bed", "blackboard", "blinds",
+    "board", "book", "bookshelf", "box", "cabinet", "ceiling", "chair", "closet", "closet wall", "clothes",
+    "clothes dryer", "coffee table", "copier", "couch", "counter", "curtain", "desk", "door", "doorframe",
+    "dresser", "file cabinet", "floor", "kitchen cabinet", "kitchen counter", "lamp", "mailbox", "mirror",
+    "monitor", "nightstand", "object", "office chair", "picture", "pillow", "plant", "radiator", "recycling bin",
+    "refrigerator", "shelf", "shower", "shower curtain", "shower wall", "sink", "sofa chair", "stair rail",
+    "stairs", "stool", "stove", "table", "toilet", "towel", "trash can", "tv", "tv stand", "wall", "wardrobe",
+    "washing machine", "whiteboard", "window",
+))
+_COMMON = frozenset((
+    "bag", "basket", "bathroom cabinet", "bathroom counter", "bathroom stall door", "bench", "bicycle", "bin",
+    "blanket", "bottle", "bulletin board", "cart", "ceiling light", "closet door", "coffee maker", "column",
+    "computer tower", "container", "cushion", "decoration", "dining table", "dish rack", "dishwasher", "divider",
+    "end table", "fan", "fireplace", "furniture", "jacket", "keyboard", "ladder", "laptop", "laundry basket",
+    "laundry hamper", "ledge", "light", "machine", "mat", "mattress", "microwave", "mini fridge", "ottoman",
+    "oven", "paper towel dispenser", "person", "piano", "pillar", "pipe", "potted plant", "printer",
+    "projector screen", "rack", "rail", "range hood", "seat", "shoe", "shower door", "stand", "storage bin",
+    "storage organizer", "structure", "suitcase", "telephone", "toilet paper", "trash bin", "vacuum cleaner",
+    "water cooler", "windowsill",
+))
+SCANNET200_SPLITS = {"head": _HEAD, "common": _COMMON,
+                     "tail": frozenset(CLASS_LABELS_200) - _HEAD - _COMMON}
+"""``{"head", "common", "tail"}`` -> the ScanNet200 class names in that split (66 / 68 / 66)."""
+
+
+def split_means(class_names, values) -> dict[str, dict]:
+    """Per ScanNet200 split, the mean of ``values`` (``(C,)`` or ``(C, K)``, NaN left out) over the classes of
+    ``class_names`` in it: ``{split: {"mean": float | list | None, "classes": n with a value}}``; splits without
+    any of the classes are left out (so a class list outside ScanNet200 gives ``{}``)."""
+    v = np.asarray(values, np.float64)
+    out = {}
+    for split, members in SCANNET200_SPLITS.items():
+        rows = [i for i, n in enumerate(class_names) if str(n) in members]
+        if not rows:
+            continue
+        sub = v[rows]
+        has = ~np.isnan(sub) if sub.ndim == 1 else ~np.isnan(sub).all(axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no class of the split has a value
+            mean = np.atleast_1d(np.nanmean(sub, axis=0))
+        mean = [None if np.isnan(x) else float(x) for x in mean]
+        out[split] = {"mean": mean[0] if sub.ndim == 1 else mean, "classes": int(has.sum())}
+    return out
 """All tables by name (the ``--classes`` choices of the evaluation CLI)."""
 
 
