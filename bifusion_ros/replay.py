@@ -274,12 +274,12 @@ class _Evaluator:
 
     def __init__(self, class_names: list[str], min_region_size: int):
         from bifusion_core.data.scannet.classes import IGNORE_INDEX
-        from bifusion_core.eval import InstanceAccumulator, InstanceEvalConfig, SemanticEvaluator, label_ids
-        from bifusion_core.train.data import class_lookup
+        from bifusion_core.data.scannet.classes import index_lookup, label_ids
+        from bifusion_core.eval import InstanceAccumulator, InstanceEvalConfig, SemanticEvaluator
 
         self.class_names = list(class_names)
         self.ignore = IGNORE_INDEX
-        self.lut = class_lookup(self.class_names)
+        self.lut = index_lookup(self.class_names)
         self.to_id = label_ids(self.class_names)
         self.semantic = SemanticEvaluator(len(self.class_names), self.class_names, IGNORE_INDEX)
         self.instances = InstanceAccumulator(InstanceEvalConfig(min_region_size=min_region_size))

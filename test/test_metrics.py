@@ -272,7 +272,8 @@ def test_frame_instance_inputs_encode_ground_truth_and_predictions():
 
     import torch
 
-    from bifusion_core.eval import frame_instance_inputs, label_ids
+    from bifusion_core.data.scannet.classes import label_ids
+    from bifusion_core.eval import frame_instance_inputs
 
     names = ["wall", "chair", "my gizmo"]  # "my gizmo" is no ScanNet class: label id 0, never evaluated
     to_id = label_ids(names)
@@ -440,3 +441,13 @@ def test_a_mask_file_listed_twice_is_refused_in_one_scene_and_across_scenes(tmp_
     (pred_dir / "s1.txt").write_text("pred_mask/s1_0.txt 3 0.9\n")
     caplog.clear()
     assert eval_main(args) == 0  # each mask once: fine
+
+
+def test_label_ids_and_index_lookup_are_inverse_on_scannet_names():
+    from bifusion_core.data.scannet.classes import IGNORE_INDEX, SCANNET200, index_lookup, label_ids
+
+    names = ["chair", "my gizmo", "wall", "paper"]
+    ids, lut = label_ids(names), index_lookup(names)
+    assert ids.tolist() == [SCANNET200.name_to_id[n] if n != "my gizmo" else 0 for n in names]
+    assert [int(lut[i]) for i in ids] == [0, IGNORE_INDEX, 2, 3]  # the unknown name maps to id 0: ignored
+    assert (lut >= 0).sum() == 3 and lut.shape == (max(SCANNET200.ids) + 1,)

@@ -169,10 +169,10 @@ class Oracle:
     """A processor answering with the recording's ground truth (every 4th pixel), to check the scoring."""
 
     def __init__(self, seed=SEED, frames=FRAMES, camera=CAM):
-        from bifusion_core.train.data import class_lookup
+        from bifusion_core.data.scannet.classes import index_lookup
 
         self.class_names = list(CLASSES)
-        self.lut = class_lookup(CLASSES)
+        self.lut = index_lookup(CLASSES)
         self.seq = SyntheticSequence(seed, SequenceConfig(n_frames=frames, loop_fraction=0.25, camera=camera))
 
     def process(self, frame):

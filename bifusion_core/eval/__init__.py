@@ -1,8 +1,8 @@
 """ScanNet-standard evaluation: semantic mIoU and instance AP / AP50 / AP25 (see :mod:`.instance`)."""
 from .instance import (DEFAULT_OVERLAPS, InstanceAccumulator, InstanceEvalConfig, InstanceResult, PredictedInstance,
-                       evaluate_instances, evaluate_matches, frame_instance_inputs, label_ids, match_scene, summarize)
+                       evaluate_instances, evaluate_matches, frame_instance_inputs, match_scene, summarize)
 from .semantic import SemanticEvaluator, SemanticResult, confusion_matrix, iou_from_confusion
 
-__all__ = ["DEFAULT_OVERLAPS", "InstanceAccumulator", "frame_instance_inputs", "label_ids", "InstanceEvalConfig", "InstanceResult", "PredictedInstance", "evaluate_instances",
-           "evaluate_matches", "match_scene", "summarize", "SemanticEvaluator", "SemanticResult",
+__all__ = ["DEFAULT_OVERLAPS", "InstanceAccumulator", "frame_instance_inputs", "InstanceEvalConfig", "InstanceResult",
+           "PredictedInstance", "evaluate_instances", "evaluate_matches", "match_scene", "summarize", "SemanticEvaluator", "SemanticResult",
            "confusion_matrix", "iou_from_confusion"]

@@ -345,13 +345,6 @@ def evaluate_instances(scenes, config: InstanceEvalConfig | None = None) -> Inst
     return acc.result()
 
 
-def label_ids(class_names) -> np.ndarray:
-    """``(C,)`` ScanNet label id of each class name (0 for a name outside ScanNet200: never evaluated)."""
-    from ..data.scannet.classes import SCANNET200
-
-    return np.array([SCANNET200.name_to_id.get(str(n), 0) for n in class_names], np.int64)
-
-
 def frame_instance_inputs(sem_gt: np.ndarray, inst_gt: np.ndarray, instances, to_id: np.ndarray):
     """One segmented point set in the benchmark's terms.
 
@@ -360,7 +353,7 @@ def frame_instance_inputs(sem_gt: np.ndarray, inst_gt: np.ndarray, instances, to
         inst_gt: ``(N,)`` ground-truth instance id per point (<= 0: none).
         instances: predicted instances with ``point_indices`` (indices into the N points), ``class_id``
             (contiguous index) and ``score`` (``bifusion_core.models.postprocess.Instance``).
-        to_id: :func:`label_ids` of the class list.
+        to_id: :func:`~bifusion_core.data.scannet.classes.label_ids` of the class list.
 
     Returns:
         ``(gt_ids (N,), [PredictedInstance, ...])`` for :func:`match_scene` / :func:`evaluate_instances`.

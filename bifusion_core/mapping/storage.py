@@ -54,11 +54,11 @@ def instance_record(inst: MapInstance, class_names=None) -> dict:
 
 def scannet_label_ids(label_ids, class_names) -> np.ndarray:
     """``(C,)`` int64 ScanNet label id per class index: ``label_ids`` as given, else derived from the ScanNet200
-    names (:func:`bifusion_core.eval.instance.label_ids`; 0 for other names)."""
+    names (:func:`bifusion_core.data.scannet.classes.label_ids`; 0 for other names)."""
     if label_ids is None:
         if class_names is None:
             raise ValueError("ScanNet output needs label_ids (or class names to derive them from)")
-        from ..eval.instance import label_ids as names_to_ids  # imports the class tables (and torch): lazily
+        from ..data.scannet.classes import label_ids as names_to_ids  # the class tables (and torch): lazily
 
         return names_to_ids(class_names)
     ids = np.asarray(label_ids)

@@ -21,7 +21,7 @@ import torch
 
 from ..config import configclass, spec
 from ..data.frame import RGBDFrame
-from ..data.scannet.classes import IGNORE_INDEX, SCANNET200, STUFF_CLASSES
+from ..data.scannet.classes import IGNORE_INDEX, SCANNET200, STUFF_CLASSES, index_lookup
 from ..losses.criterion import Targets
 from ..models.bifusion import BiFusionConfig, EncoderInput, batch_superpoints, frames_to_input
 
@@ -121,15 +121,6 @@ class FramePool:
     def _load(self, i: int) -> RGBDFrame:
         read, j = self._items[i]
         return read(j)
-
-
-def class_lookup(class_names: list[str]) -> np.ndarray:
-    """ScanNet label id -> contiguous index of ``class_names`` (``IGNORE_INDEX`` for other ids)."""
-    lut = np.full(max(SCANNET200.ids) + 1, IGNORE_INDEX, np.int64)
-    for idx, name in enumerate(class_names):
-        if name in SCANNET200.name_to_id:
-            lut[SCANNET200.name_to_id[name]] = idx
-    return lut
 
 
 def _rot_z(theta: float) -> np.ndarray:
@@ -248,7 +239,7 @@ class BatchSampler:
     def __init__(self, pool: FramePool, cfg: DataConfig, model_cfg: BiFusionConfig, class_names: list[str],
                  rank: int = 0):
         self.pool, self.cfg, self.model_cfg = pool, cfg, model_cfg
-        self.lut = class_lookup(class_names)
+        self.lut = index_lookup(class_names)
         self.stuff = tuple(i for i, n in enumerate(class_names) if n in STUFF_CLASSES)
         self.rank = rank
         self._with_partner: np.ndarray | None = None  # items that have a partner (cached on first pair batch)

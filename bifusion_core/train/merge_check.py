@@ -34,16 +34,17 @@ def _frames(seed: int, rooms: int, n_frames: int, width: int, height: int):
             yield r, i, seq.frame(i)
 
 
-def run_checkpoint(path, frames, class_lookup_fn):
+def run_checkpoint(path, frames):
     """Process ``frames`` ``[(room, index, RGBDFrame)]`` with the checkpoint: ``(results, FrameEmbeddings
     per frame)``."""
+    from ..data.scannet.classes import index_lookup
     from ..eval.merge import frame_embeddings
     from ..pipeline.processor import FrameProcessor
     from ..pipeline.types import Frame
     from .data import intrinsics_tuple
 
     proc = FrameProcessor.from_checkpoint(path, device="cpu")
-    lut = class_lookup_fn(proc.class_names)
+    lut = index_lookup(proc.class_names)
     results, embs = [], []
     for _, _, f in frames:
         res = proc.process(Frame(f.rgb, f.depth, intrinsics_tuple(f.intrinsics), f.pose))
@@ -86,7 +87,6 @@ def main(argv=None) -> int:
 
     from ..eval.merge import embedding_separation
     from ..models.checkpoint import CheckpointError
-    from .data import class_lookup
 
     torch.set_num_threads(1)  # multi-threaded scatter reductions differ run to run in the last bits
     if min(args.rooms, args.frames, args.gap) < 1:
@@ -101,9 +101,9 @@ def main(argv=None) -> int:
               "checkpoints": {}}
     identical = True
     try:
-        ref = run_checkpoint(args.reference, frames, class_lookup)[0] if args.reference else None
+        ref = run_checkpoint(args.reference, frames)[0] if args.reference else None
         for path in args.checkpoints:
-            results, embs = run_checkpoint(path, frames, class_lookup)
+            results, embs = run_checkpoint(path, frames)
             entry = embedding_separation([(embs[i], embs[j]) for i, j in pairs])
             entry["instances_with_embedding"] = int(sum(
                 sum(getattr(x, "embedding", None) is not None for x in r.instances) for r in results))

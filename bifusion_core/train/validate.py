@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from ..data.scannet.classes import IGNORE_INDEX
-from ..eval import InstanceAccumulator, InstanceEvalConfig, SemanticEvaluator, frame_instance_inputs, label_ids
+from ..data.scannet.classes import label_ids
+from ..eval import InstanceAccumulator, InstanceEvalConfig, SemanticEvaluator, frame_instance_inputs
 from ..models.bifusion import BiFusionModel
 from .data import BatchSampler
 

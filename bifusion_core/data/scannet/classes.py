@@ -10,6 +10,7 @@ for anything outside the set.
 * :data:`SCANNET200_INSTANCE` -- the 198 classes its instance benchmark scores (wall and floor excluded).
 * :data:`SCANNET20` / :data:`SCANNET20_INSTANCE` -- the classic 20-class benchmark (NYU40 ids) and its 18
   instance classes.
+* :func:`label_ids` / :func:`index_lookup` -- between a class list's contiguous indices and ScanNet label ids.
 * :data:`SCANNET200_SPLITS` -- the benchmark's head / common / tail split of the 200 classes
   (:func:`split_means` averages per-class figures over each).
 
@@ -202,6 +203,22 @@ def split_means(class_names, values) -> dict[str, dict]:
         out[split] = {"mean": mean[0] if sub.ndim == 1 else mean, "classes": int(has.sum())}
     return out
 """All tables by name (the ``--classes`` choices of the evaluation CLI)."""
+
+
+def label_ids(class_names) -> np.ndarray:
+    """``(C,)`` int64 ScanNet label id of each name of a class list (0 for a name outside ScanNet200: never
+    evaluated). The inverse of :func:`index_lookup`."""
+    return np.array([SCANNET200.name_to_id.get(str(n), 0) for n in class_names], np.int64)
+
+
+def index_lookup(class_names) -> np.ndarray:
+    """ScanNet label id -> contiguous index into ``class_names`` (``IGNORE_INDEX`` for other ids): an
+    ``(max id + 1,)`` int64 table."""
+    lut = np.full(max(SCANNET200.ids) + 1, IGNORE_INDEX, np.int64)
+    for idx, name in enumerate(class_names):
+        if name in SCANNET200.name_to_id:
+            lut[SCANNET200.name_to_id[name]] = idx
+    return lut
 
 
 def get_class_set(name: str) -> ClassSet:
