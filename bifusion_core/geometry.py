@@ -1,4 +1,6 @@
-"""Pinhole camera geometry: depth back-projection, rigid transforms, projection and the 2D valid mask.
+"""Pinhole camera geometry: depth back-projection, rigid transforms, projection and the 2D valid mask; the
+quaternion <-> rotation maths and ``(4, 4)`` rigid-transform helpers (:func:`quaternion_to_matrix`,
+:func:`matrix_to_quaternion`, :func:`rigid_matrix`, :func:`invert_rigid`).
 
 Conventions (used everywhere in BiFusion):
 
@@ -405,3 +407,73 @@ def compute_valid_mask(
     dz = zimg[pv, pu]
     valid = inside & (dz > 0) & ((z - dz).abs() < eps)
     return Projection(uv=uv, pixels=pix, z=z, inside=inside, valid=valid)
+
+
+# -- rotations and rigid transforms as numpy float64 (quaternions in ROS order x, y, z, w) --------------------
+
+
+def matrix_to_quaternion(rotation) -> np.ndarray:
+    """``(3, 3)`` rotation -> unit quaternion ``(x, y, z, w)`` (ROS order), with ``w >= 0``."""
+    m = np.asarray(rotation, np.float64)
+    tr = np.trace(m)
+    if tr > 0:
+        s = 2.0 * np.sqrt(tr + 1.0)
+        q = np.array([(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s])
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = np.empty(4)
+        q[i] = 0.25 * s
+        q[j] = (m[j, i] + m[i, j]) / s
+        q[k] = (m[k, i] + m[i, k]) / s
+        q[3] = (m[k, j] - m[j, k]) / s
+    q /= np.linalg.norm(q)
+    return q if q[3] >= 0 else -q
+
+
+def normalised_quaternion(q, what: str = "quaternion") -> np.ndarray:
+    """``(4,)`` float64 unit quaternion ``(x, y, z, w)`` from ``q``.
+
+    Raises:
+        ValueError: not 4 values, non-finite, or zero length (named ``what``).
+    """
+    q = np.asarray(q, dtype=np.float64).reshape(-1)
+    if q.shape != (4,):
+        raise ValueError(f"{what} must have 4 values (x, y, z, w), got {q.size}")
+    if not np.isfinite(q).all():
+        raise ValueError(f"{what} is not finite: {q.tolist()}")
+    n = float(np.linalg.norm(q))
+    if n < 1e-9:
+        raise ValueError(f"{what} has zero length: {q.tolist()}")
+    return q / n
+
+
+def quaternion_to_matrix(q) -> np.ndarray:
+    """Quaternion ``(x, y, z, w)`` (ROS order; normalised here) -> ``(3, 3)`` float64 rotation.
+
+    Raises:
+        ValueError: see :func:`normalised_quaternion`.
+    """
+    x, y, z, w = normalised_quaternion(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def rigid_matrix(translation, quaternion) -> np.ndarray:
+    """``(4, 4)`` float64 homogeneous transform from a translation ``(3,)`` and a quaternion ``(x, y, z, w)``."""
+    T = np.eye(4)
+    T[:3, :3] = quaternion_to_matrix(quaternion)
+    T[:3, 3] = np.asarray(translation, np.float64)
+    return T
+
+
+def invert_rigid(T) -> np.ndarray:
+    """Inverse of a ``(4, 4)`` rigid transform (``R^T``, ``-R^T t``), float64."""
+    T = np.asarray(T, np.float64)
+    R = T[:3, :3]
+    out = np.eye(4)
+    out[:3, :3] = R.T
+    out[:3, 3] = -R.T @ T[:3, 3]
+    return out

@@ -55,7 +55,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bifusion_ros.convert import quaternion_to_matrix, transform_to_tq
+from bifusion_core.geometry import invert_rigid, rigid_matrix
+from bifusion_ros.convert import transform_to_tq
 from bifusion_ros.sync import stamp_to_ns
 
 __all__ = [
@@ -138,21 +139,6 @@ def interpolate(t0, q0, t1, q1, r: float) -> tuple[np.ndarray, np.ndarray]:
     t0 = np.asarray(t0, dtype=np.float64)
     t1 = np.asarray(t1, dtype=np.float64)
     return t0 + r * (t1 - t0), slerp(q0, q1, r)
-
-
-def _matrix(t: np.ndarray, q: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = quaternion_to_matrix(q)
-    T[:3, 3] = t
-    return T
-
-
-def _invert(T: np.ndarray) -> np.ndarray:
-    R = T[:3, :3]
-    out = np.eye(4)
-    out[:3, :3] = R.T
-    out[:3, 3] = -R.T @ T[:3, 3]
-    return out
 
 
 @dataclass
@@ -485,7 +471,7 @@ class TransformBuffer:
                 source_error = f"{why} (edge {frame!r} -> its parent)"
                 break
             self._check_conflict(sample, frame, ns, where, target, source)
-            acc = _matrix(sample.t, sample.q) @ acc
+            acc = rigid_matrix(sample.t, sample.q) @ acc
             frame = sample.parent
             if frame in chain:
                 raise TransformError(f"the tf tree contains a loop through {frame!r}{where}", target, source, ns / _NS)
@@ -498,7 +484,7 @@ class TransformBuffer:
         seen = set()
         for _ in range(_MAX_DEPTH):
             if frame in chain:
-                return _invert(acc) @ chain[frame], ns
+                return invert_rigid(acc) @ chain[frame], ns
             seen.add(frame)
             edge = self._edges.get(frame)
             if edge is None:
@@ -507,7 +493,7 @@ class TransformBuffer:
             if sample is None:
                 raise ExtrapolationError(f"{why} (edge {frame!r} -> its parent){where}", target, source, ns / _NS)
             self._check_conflict(sample, frame, ns, where, target, source)
-            acc = _matrix(sample.t, sample.q) @ acc
+            acc = rigid_matrix(sample.t, sample.q) @ acc
             frame = sample.parent
             if frame in seen:
                 raise TransformError(f"the tf tree contains a loop through {frame!r}{where}", target, source, ns / _NS)

@@ -299,12 +299,11 @@ def test_package_layout_re_exports_one_module_per_family():
             assert getattr(convert, name) is getattr(module, name), name
         exported += names
     assert sorted(convert.__all__) == sorted(exported)
-    # the quaternion maths is bifusion_core's, not a second copy
-    from bifusion_core.data import frame
-    from bifusion_ros.convert import transform
+    # the quaternion maths is bifusion_core.geometry's, not a second copy
+    from bifusion_core import geometry
 
-    assert transform.matrix_from_quaternion is frame.matrix_from_quaternion
-    assert transform.quaternion_from_matrix is frame.quaternion_from_matrix
+    assert convert.quaternion_to_matrix is geometry.quaternion_to_matrix
+    assert convert.matrix_to_quaternion is geometry.matrix_to_quaternion
 
 
 # -------------------------------------------------------------------------------------------------- transforms

@@ -201,3 +201,28 @@ def test_scaled_intrinsics_keep_pixel_centres_consistent():
     uv2, _ = project_points(p, K.scaled(0.5, 0.25))
     expected = torch.tensor([(uv[0, 0] + 0.5) * 0.5 - 0.5, (uv[0, 1] + 0.5) * 0.25 - 0.5])
     assert torch.allclose(uv2[0], expected, atol=1e-5)
+
+
+def test_quaternions_and_rigid_transforms_against_scipy():
+    """``quaternion_to_matrix`` / ``matrix_to_quaternion`` / ``rigid_matrix`` / ``invert_rigid`` against
+    scipy's Rotation (also ``x, y, z, w``) on random rotations, including ones near 180 degrees."""
+    from scipy.spatial.transform import Rotation
+
+    from bifusion_core.geometry import invert_rigid, matrix_to_quaternion, quaternion_to_matrix, rigid_matrix
+
+    rng = np.random.default_rng(3)
+    rots = list(Rotation.random(50, random_state=7)) + [Rotation.from_rotvec([np.pi - 1e-6, 0, 0]),
+                                                         Rotation.from_rotvec([0, 0, np.pi])]
+    for r in rots:
+        q = r.as_quat()
+        np.testing.assert_allclose(quaternion_to_matrix(q * 3.0), r.as_matrix(), atol=1e-12)  # normalised first
+        back = matrix_to_quaternion(r.as_matrix())
+        assert back[3] >= 0 and np.isclose(abs(np.dot(back, q)), 1.0, atol=1e-9)  # the same rotation
+        t = rng.normal(size=3)
+        T = rigid_matrix(t, q)
+        p = rng.normal(size=(5, 3))
+        np.testing.assert_allclose(p @ T[:3, :3].T + T[:3, 3], r.apply(p) + t, atol=1e-12)
+        np.testing.assert_allclose(invert_rigid(T) @ T, np.eye(4), atol=1e-12)
+    for bad, msg in (([0, 0, 0, 0], "zero length"), ([0, np.nan, 0, 1], "not finite"), ([1, 0, 0], "4 values")):
+        with pytest.raises(ValueError, match=msg):
+            quaternion_to_matrix(bad)

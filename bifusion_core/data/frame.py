@@ -58,31 +58,3 @@ class RGBDFrame:
     def size(self) -> tuple[int, int]:
         """``(height, width)``."""
         return self.depth.shape[0], self.depth.shape[1]
-
-
-def quaternion_from_matrix(rotation: np.ndarray) -> np.ndarray:
-    """``(3, 3)`` rotation -> unit quaternion ``(x, y, z, w)`` (ROS order), with ``w >= 0``."""
-    m = np.asarray(rotation, np.float64)
-    tr = np.trace(m)
-    if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = np.array([(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s])
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
-        q = np.empty(4)
-        q[i] = 0.25 * s
-        q[j] = (m[j, i] + m[i, j]) / s
-        q[k] = (m[k, i] + m[i, k]) / s
-        q[3] = (m[k, j] - m[j, k]) / s
-    q /= np.linalg.norm(q)
-    return q if q[3] >= 0 else -q
-
-
-def matrix_from_quaternion(q) -> np.ndarray:
-    """Quaternion ``(x, y, z, w)`` -> ``(3, 3)`` rotation (normalised first)."""
-    x, y, z, w = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])

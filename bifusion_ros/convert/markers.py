@@ -12,10 +12,11 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from bifusion_core.geometry import normalised_quaternion, quaternion_to_matrix
 from bifusion_core.io.palette import PALETTE_RGB8
 
 from .factory import MessageFactory, _ctor
-from .transform import _normalised_quaternion, _pose, quaternion_to_matrix
+from .transform import _pose
 
 __all__ = ["InstanceLike", "CLASS_PALETTE", "class_colour", "id_colour", "marker_array", "instance_array"]
 
@@ -59,7 +60,7 @@ def _instance_fields(inst) -> tuple[int, int, str, float, np.ndarray, np.ndarray
     if not 0 < iid <= 0xFFFFFFFF:
         raise ValueError(f"instance id must be in 1..2^32-1 (0 is never used), got {iid}")
     orientation = getattr(inst, "orientation", None)
-    q = _normalised_quaternion((0.0, 0.0, 0.0, 1.0) if orientation is None else orientation,
+    q = normalised_quaternion((0.0, 0.0, 0.0, 1.0) if orientation is None else orientation,
                                f"instance {iid} orientation")
     center = _vec3(inst.center, f"instance {iid} center")
     size = _vec3(inst.size, f"instance {iid} size")

@@ -2,46 +2,20 @@
 
 Matrices are float64 homogeneous transforms; for a ``TransformStamped`` (parent ``header.frame_id``, child
 ``child_frame_id``) the matrix maps child-frame points into the parent frame, ``p_parent = T @ p_child``, in
-metres. Quaternions are ``(x, y, z, w)`` (ROS order). The quaternion <-> rotation-matrix maths is
-:mod:`bifusion_core.data.frame`'s (``quaternion_from_matrix``, ``matrix_from_quaternion``); this module adds the
-validation (finite, non-zero quaternions; rigid matrices) and the message plumbing.
+metres. Quaternions are ``(x, y, z, w)`` (ROS order). The quaternion <-> rotation-matrix maths and its
+validation are :mod:`bifusion_core.geometry`'s (``quaternion_to_matrix``, ``matrix_to_quaternion``, re-exported
+here); this module adds the rigid-matrix check and the message plumbing.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from bifusion_core.data.frame import matrix_from_quaternion, quaternion_from_matrix
+from bifusion_core.geometry import matrix_to_quaternion, normalised_quaternion, quaternion_to_matrix, rigid_matrix
 
 from .factory import MessageFactory, _ctor
 
 __all__ = ["quaternion_to_matrix", "matrix_to_quaternion", "transform_to_tq", "transform_to_matrix",
            "matrix_to_transform", "matrix_to_pose"]
-
-
-def _normalised_quaternion(q, what: str = "quaternion") -> np.ndarray:
-    q = np.asarray(q, dtype=np.float64).reshape(-1)
-    if q.shape != (4,):
-        raise ValueError(f"{what} must have 4 values (x, y, z, w), got {q.size}")
-    if not np.isfinite(q).all():
-        raise ValueError(f"{what} is not finite: {q.tolist()}")
-    n = float(np.linalg.norm(q))
-    if n < 1e-9:
-        raise ValueError(f"{what} has zero length: {q.tolist()}")
-    return q / n
-
-
-def quaternion_to_matrix(q) -> np.ndarray:
-    """``(4,)`` quaternion ``x, y, z, w`` (normalised here) -> ``(3, 3)`` float64 rotation matrix.
-
-    Raises:
-        ValueError: non-finite or zero-length quaternion.
-    """
-    return matrix_from_quaternion(_normalised_quaternion(q))
-
-
-def matrix_to_quaternion(R) -> np.ndarray:
-    """``(3, 3)`` rotation matrix -> ``(4,)`` unit quaternion ``x, y, z, w`` with ``w >= 0``."""
-    return quaternion_from_matrix(R)
 
 
 def transform_to_tq(msg) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +36,7 @@ def transform_to_tq(msg) -> tuple[np.ndarray, np.ndarray]:
     t = np.array([float(p.x), float(p.y), float(p.z)])
     if not np.isfinite(t).all():
         raise ValueError(f"translation is not finite: {t.tolist()}")
-    q = _normalised_quaternion([float(r.x), float(r.y), float(r.z), float(r.w)], "rotation quaternion")
+    q = normalised_quaternion([float(r.x), float(r.y), float(r.z), float(r.w)], "rotation quaternion")
     return t, q
 
 
@@ -77,10 +51,7 @@ def transform_to_matrix(msg) -> np.ndarray:
         ValueError: non-finite values or a zero-length quaternion.
     """
     t, q = transform_to_tq(msg)
-    T = np.eye(4)
-    T[:3, :3] = quaternion_to_matrix(q)
-    T[:3, 3] = t
-    return T
+    return rigid_matrix(t, q)
 
 
 def _check_rigid(matrix, tol: float = 1e-5) -> np.ndarray:
@@ -122,7 +93,7 @@ def _quaternion_msg(msgs: MessageFactory, q):
 
 def _pose(msgs: MessageFactory, position, quaternion=(0.0, 0.0, 0.0, 1.0)):
     point = _ctor(msgs, "geometry_msgs/msg/Point")(x=float(position[0]), y=float(position[1]), z=float(position[2]))
-    q = _normalised_quaternion(quaternion, "orientation")
+    q = normalised_quaternion(quaternion, "orientation")
     return _ctor(msgs, "geometry_msgs/msg/Pose")(position=point, orientation=_quaternion_msg(msgs, q))
 
 
