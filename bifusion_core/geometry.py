@@ -87,6 +87,10 @@ class CameraIntrinsics:
             raise ValueError("camera matrix has non-finite entries")
         return cls(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
 
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        """``(fx, fy, cx, cy)``."""
+        return self.fx, self.fy, self.cx, self.cy
+
     def as_matrix(self, dtype=torch.float64, device=None) -> torch.Tensor:
         rows = [[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]]
         return torch.tensor(rows, dtype=dtype, device=device)
@@ -99,7 +103,9 @@ class CameraIntrinsics:
         )
 
 
-def _coerce_intrinsics(intrinsics) -> CameraIntrinsics:
+def as_intrinsics(intrinsics) -> CameraIntrinsics:
+    """The one reader of intrinsics: a :class:`CameraIntrinsics`, an ``(fx, fy, cx, cy)`` sequence or array, or a
+    3x3 camera matrix (numpy / torch) -> a validated :class:`CameraIntrinsics` (``ValueError`` otherwise)."""
     if isinstance(intrinsics, CameraIntrinsics):
         return intrinsics
     if isinstance(intrinsics, (tuple, list)) and len(intrinsics) == 4:
@@ -255,7 +261,7 @@ def backproject(
         ValueError: RGB/depth size mismatch, wrong shapes/dtypes, non-finite or non-rigid pose, bad intrinsics,
         bad stride / depth limits.
     """
-    K = _coerce_intrinsics(intrinsics)
+    K = as_intrinsics(intrinsics)
     if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
     for name, lim in (("min_depth", min_depth), ("max_depth", max_depth)):
@@ -344,7 +350,7 @@ def project_points(points, intrinsics, pose=None) -> tuple[torch.Tensor, torch.T
     Returns:
         ``uv (N, 2)`` float32 and ``z (N,)`` float32. Points with ``z <= 0`` get ``uv = NaN``.
     """
-    K = _coerce_intrinsics(intrinsics)
+    K = as_intrinsics(intrinsics)
     p = as_tensor(points, "points")
     if p.dim() != 2 or p.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got shape {tuple(p.shape)}")

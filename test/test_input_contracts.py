@@ -219,3 +219,15 @@ def test_infer_bad_pose_file_and_fixed_class_mismatch_are_clear_errors(pngs, ckp
         assert run_infer(pngs, ckpt, "--classes", ",".join(f"c{i}" for i in range(500))) == 2
     assert "16 numbers" in caplog.text and "fixed 4-class" in caplog.text
     assert run_infer(pngs, ckpt, "--classes", "a,b,c,d") == 0
+
+
+def test_frame_reads_every_intrinsics_form_the_geometry_reads():
+    """``(fx, fy, cx, cy)``, a ``CameraIntrinsics`` and a 3x3 matrix (as data readers give) make the same frame."""
+    from bifusion_core.geometry import CameraIntrinsics
+
+    rgb, depth, intr = images()
+    K = np.array([[intr[0], 0, intr[2]], [0, intr[1], intr[3]], [0, 0, 1]])
+    forms = [intr, CameraIntrinsics(*intr), K, np.asarray(intr)]
+    assert {Frame(rgb, depth, f, np.eye(4)).intrinsics for f in forms} == {tuple(float(v) for v in intr)}
+    with pytest.raises(ValueError, match="frame intrinsics"):
+        Frame(rgb, depth, np.eye(2), np.eye(4))

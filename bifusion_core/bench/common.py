@@ -61,8 +61,8 @@ def synthetic_frames(n: int, width: int = 640, height: int = 480, seed: int = 0,
     ``[(rgb (H, W, 3) uint8, depth (H, W) float32 metres, (fx, fy, cx, cy), pose (4, 4)), ...]``."""
     from ..data.synthetic import SequenceConfig, SyntheticSequence
     from ..data.synthetic.render import CameraConfig
-    from ..train.data import intrinsics_tuple
+    from ..geometry import as_intrinsics
 
     seq = SyntheticSequence(seed, SequenceConfig(n_frames=n, loop_fraction=loop_fraction,
                                                  camera=CameraConfig.scaled(width, height)))
-    return [(f.rgb, f.depth, intrinsics_tuple(f.intrinsics), f.pose) for f in map(seq.frame, range(n))]
+    return [(f.rgb, f.depth, as_intrinsics(f.intrinsics).as_tuple(), f.pose) for f in map(seq.frame, range(n))]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..geometry import as_intrinsics
 from ..models.postprocess import Instance
 
 
@@ -18,7 +19,8 @@ class Frame:
             reliably, and the outputs' colours are uint8).
         depth: ``(H, W)`` float32/float64 metres (0, negative, NaN or inf = no reading) or uint16 millimetres,
             the size of ``rgb`` (aligned to the colour camera).
-        intrinsics: ``(fx, fy, cx, cy)`` pixels of the (aligned) colour camera: finite, ``fx, fy > 0``.
+        intrinsics: pixels of the (aligned) colour camera, in any form :func:`~bifusion_core.geometry.as_intrinsics`
+            reads (``(fx, fy, cx, cy)``, a ``CameraIntrinsics``, a 3x3 matrix); stored as ``(fx, fy, cx, cy)``.
         pose: ``(4, 4)`` camera(optical)->world transform; identity when the world frame is the camera's
             (finite, rigid: checked where the points are built, :func:`bifusion_core.geometry.check_pose`).
         stamp: seconds (finite).
@@ -50,13 +52,9 @@ class Frame:
             raise ValueError(f"frame rgb {rgb.shape[:2]} and depth {depth.shape} sizes differ (H, W); depth must "
                              "be aligned to the colour image")
         try:
-            intr = tuple(float(v) for v in self.intrinsics)
-        except (TypeError, ValueError):
-            intr = ()
-        if len(intr) != 4 or not all(math.isfinite(v) for v in intr) or min(intr[0], intr[1]) <= 0:
-            raise ValueError(f"frame intrinsics must be four finite numbers (fx, fy, cx, cy) with fx, fy > 0, got "
-                             f"{self.intrinsics!r}")
-        self.intrinsics = intr
+            self.intrinsics = as_intrinsics(self.intrinsics).as_tuple()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"frame intrinsics: {exc} (got {self.intrinsics!r})") from None
         pose = np.asarray(self.pose)
         if pose.shape != (4, 4) or not np.issubdtype(pose.dtype, np.number) or not np.isfinite(pose).all():
             raise ValueError(f"frame pose must be a finite 4x4 matrix, got {_describe(self.pose)}")

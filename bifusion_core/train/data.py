@@ -157,10 +157,6 @@ def augment(frame: RGBDFrame, rng: np.random.Generator, cfg: DataConfig,
                      instance=frame.instance, frame_id=frame.frame_id, stamp_ns=frame.stamp_ns)
 
 
-def intrinsics_tuple(K: np.ndarray) -> tuple[float, float, float, float]:
-    return float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
-
-
 @dataclass
 class Batch:
     """``inp`` and per-point ``targets``; ``frames`` the (augmented) frames of its samples; ``items`` their pool
@@ -211,7 +207,7 @@ def make_batch(frames: list[RGBDFrame], model_cfg: BiFusionConfig, lut: np.ndarr
     of it (``None``: a fixed seed). ``crop_size`` cuts each sample to a square crop (see :func:`crop_keep`)."""
     rng = rng if rng is not None else np.random.default_rng(0)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    inp = frames_to_input([(f.rgb, f.depth, intrinsics_tuple(f.intrinsics), f.pose) for f in frames], model_cfg.frame,
+    inp = frames_to_input([(f.rgb, f.depth, f.intrinsics, f.pose) for f in frames], model_cfg.frame,
                           generator=gen)
     if crop_size is not None:
         keep = crop_keep(inp.points.numpy(), inp.batch.numpy(), crop_size, rng, crop_min_points)

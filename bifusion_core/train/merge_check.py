@@ -41,13 +41,12 @@ def run_checkpoint(path, frames):
     from ..eval.merge import frame_embeddings
     from ..pipeline.processor import FrameProcessor
     from ..pipeline.types import Frame
-    from .data import intrinsics_tuple
 
     proc = FrameProcessor.from_checkpoint(path, device="cpu")
     lut = index_lookup(proc.class_names)
     results, embs = [], []
     for _, _, f in frames:
-        res = proc.process(Frame(f.rgb, f.depth, intrinsics_tuple(f.intrinsics), f.pose))
+        res = proc.process(Frame(f.rgb, f.depth, f.intrinsics, f.pose))
         u, v = res.pixels[:, 0], res.pixels[:, 1]
         gt_inst = f.instance[v, u].astype(np.int64)
         gt_sem = lut[np.clip(f.semantic[v, u], 0, len(lut) - 1)]
