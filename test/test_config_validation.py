@@ -12,7 +12,6 @@ import torch
 
 from bifusion_core.config import (FieldError, apply_overrides, configclass, from_dict, is_configclass, load_yaml,
                                   spec, to_dict)
-from bifusion_core.data.scannet.crops import CropConfig
 from bifusion_core.data.scannet.frames import FrameReaderConfig
 from bifusion_core.data.synthetic.export import ExportConfig
 from bifusion_core.data.synthetic.render import CameraConfig
@@ -37,7 +36,7 @@ from bifusion_core.train.stages import StageConfig
 ALL_CONFIGS = [LossConfig, MatcherConfig, MapConfig, StageConfig, OptimConfig, LogConfig, TrainConfig, DataConfig,
                MinkUNetConfig, Backbone3DConfig, Clip2DConfig, DecoderConfig, FrameConfig, BiFusionConfig,
                PEFiLMConfig, SuperpointConfig, PostprocessConfig, FusionGateConfig, CameraConfig, SceneConfig,
-               SequenceConfig, ExportConfig, CropConfig, FrameReaderConfig, InstanceEvalConfig]
+               SequenceConfig, ExportConfig, FrameReaderConfig, InstanceEvalConfig]
 
 SMALL = "config/train/synthetic_small.yaml"
 TINY = ["data.scenes=2", "data.frames_per_scene=3", "data.val_scenes=0", "data.width=96", "data.height=72",
@@ -76,7 +75,7 @@ def test_float_fields_refuse_strings_bools_and_non_finite_values(bad):
 
 def test_inf_only_where_a_field_allows_it():
     assert OptimConfig(grad_clip=float("inf")).grad_clip == math.inf  # .inf: no gradient clipping
-    assert CropConfig(crop_size=float("inf")).crop_size == math.inf   # inf: no cropping
+    assert PostprocessConfig(fill_radius=float("inf")).fill_radius == math.inf  # inf: no distance limit
     with pytest.raises(ValueError, match="grad_clip must be finite, got nan"):
         OptimConfig(grad_clip=float("nan"))
     with pytest.raises(ValueError, match="voxel_size must be finite"):

@@ -8,8 +8,8 @@ import pytest
 
 from bifusion_core.data.frame import RGBDFrame
 from bifusion_core.geometry import backproject
-from bifusion_core.data.scannet import (IGNORE_INDEX, SCANNET20, SCANNET200, SCANNET200_INSTANCE, CropConfig,
-                                        CropSampler, FrameReaderConfig, ScanNetFrames, ScenePoints, list_scenes,
+from bifusion_core.data.scannet import (IGNORE_INDEX, SCANNET20, SCANNET200, SCANNET200_INSTANCE,
+                                        FrameReaderConfig, ScanNetFrames, ScenePoints, list_scenes,
                                         load_label_map, load_scene, raw_category_to_id, write_labelled_cloud)
 from bifusion_core.data.scannet.layout import read_intrinsics, read_matrix, write_matrix
 
@@ -241,88 +241,3 @@ def test_labelled_cloud_round_trip_and_ascii_ply(tmp_path):
         load_scene(tmp_path / "t.ply")
     with pytest.raises(FileNotFoundError, match="scene_x"):
         load_scene(tmp_path / "scene_x")
-
-
-# -- crops -----------------------------------------------------------------------------------------------------
-
-
-def room_points(n=20000, seed=0):
-    rng = np.random.default_rng(seed)
-    pts = rng.uniform([0, 0, 0], [8, 6, 2.5], (n, 3))
-    sem = np.where(pts[:, 2] < 0.5, 3, np.where(pts[:, 0] < 4, 2, 12))  # floor, chair, 12 (not a ScanNet200 id)
-    inst = np.where(pts[:, 0] < 4, 1 + (pts[:, 1] > 3), 0)
-    return ScenePoints("room", pts.astype(np.float32), rng.random((n, 3)).astype(np.float32), sem.astype(np.int64),
-                       inst.astype(np.int64))
-
-
-def test_crop_sampler_scene():
-    sp = room_points(n=60000)
-    cfg = CropConfig(crop_size=2.0, max_points=3000, scale=(0.8, 1.2))
-    c = CropSampler(cfg, seed=1).from_scene(sp)
-    assert c.points.dtype == np.float32 and c.colours.dtype == np.float32 and len(c) == 3000
-    assert c.semantic.dtype == np.int64 and c.instance.dtype == np.int64
-    assert (c.colours >= 0).all() and (c.colours <= 1).all()
-    # crop extent: a 2 m square, rotated and scaled by <= 1.2
-    assert np.abs(c.points[:, :2]).max() <= 1.0 * np.sqrt(2) * 1.2 + 1e-5
-    # transform maps the source points onto the crop
-    src = sp.points[c.source_index].astype(np.float64)
-    assert np.allclose(src @ c.transform[:3, :3].T + c.transform[:3, 3], c.points, atol=1e-5)
-    # labels: ScanNet200 contiguous indices, unknown ids ignored; instances -1 for none
-    expect = SCANNET200.to_index(sp.semantic[c.source_index])
-    assert np.array_equal(c.semantic, expect)
-    assert set(np.unique(c.semantic)) <= {1, 2, IGNORE_INDEX}  # chair (1), floor (2), id 12 ignored
-    assert set(np.unique(c.instance)) <= {-1, 1, 2}
-    assert np.array_equal(c.instance == -1, sp.instance[c.source_index] == 0)
-    # deterministic by seed, different across seeds
-    c2 = CropSampler(cfg, seed=1).from_scene(sp)
-    assert np.array_equal(c.points, c2.points) and np.array_equal(c.colours, c2.colours)
-    c3 = CropSampler(cfg, seed=2).from_scene(sp)
-    assert not np.array_equal(c.source_index, c3.source_index)
-    t = c.as_tensors()
-    assert tuple(t["points"].shape) == (3000, 3) and "pixels" not in t
-
-
-def test_crop_without_augmentation_is_a_translation():
-    sp = room_points()
-    c = CropSampler(CropConfig(crop_size=float("inf"), rotate=False, flip_prob=0, scale=(1, 1), brightness=0,
-                               contrast=0, colour_noise=0), seed=0).from_scene(sp)
-    assert len(c) == len(sp.points)
-    assert np.allclose(c.points[:, 2], sp.points[:, 2]) and np.allclose(c.colours, sp.colours, atol=1e-6)
-    assert np.allclose(c.points[:, :2] - sp.points[:, :2], c.points[0, :2] - sp.points[0, :2], atol=1e-5)
-
-
-def test_crop_flips_mirror():
-    sp = room_points()
-    c = CropSampler(CropConfig(crop_size=float("inf"), rotate=False, flip_prob=1.0, scale=(1, 1)), seed=0)
-    crop = c.from_scene(sp)
-    assert np.allclose(np.diag(crop.transform)[:3], [-1, -1, 1])
-
-
-def test_crop_from_frame_keeps_pixels():
-    rng = np.random.default_rng(3)
-    depth = rng.uniform(1, 3, (H, W)).astype(np.float32)
-    depth[:4] = 0
-    sem = np.full((H, W), 5, np.int64)
-    frame = RGBDFrame(rgb=rng.integers(0, 255, (H, W, 3), dtype=np.uint8), depth=depth, intrinsics=K,
-                      pose=pose_at(0.5), semantic=sem, instance=np.zeros((H, W), np.int64))
-    c = CropSampler(CropConfig(crop_size=float("inf"), frame_stride=1, colour_noise=0, brightness=0, contrast=0),
-                    seed=0).from_frame(frame)
-    assert c.frame is frame and c.pixels.shape == (len(c), 2) and len(c) == (H - 4) * W
-    u, v = c.pixels[:, 0], c.pixels[:, 1]
-    assert (depth[v, u] > 0).all()
-    # every point is its pixel's depth back-projected, then moved by the crop transform
-    world = backproject(depth, K, pose=frame.pose).points.numpy()
-    assert np.allclose(world[c.source_index] @ c.transform[:3, :3].T + c.transform[:3, 3], c.points, atol=1e-4)
-    assert np.allclose(c.colours, frame.rgb[v, u] / 255.0, atol=1e-6)
-    assert (c.semantic == SCANNET200.id_to_index[5]).all() and (c.instance == -1).all()
-    with pytest.raises(ValueError, match="no valid depth"):
-        CropSampler().from_frame(RGBDFrame(frame.rgb, np.zeros((H, W), np.float32), K, np.eye(4)))
-
-
-def test_crop_config_validation():
-    with pytest.raises(ValueError, match="crop_size"):
-        CropConfig(crop_size=0)
-    with pytest.raises(ValueError, match="unknown class set"):
-        CropConfig(classes="coco")
-    with pytest.raises(ValueError, match="colours has shape"):
-        CropSampler().sample(np.zeros((3, 3)), np.zeros((2, 3)), np.zeros(3), np.zeros(3))
