@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bifusion_core.data.frame import RGBDFrame
+from bifusion_core.data.frame import Frame
 from bifusion_core.geometry import backproject
 from bifusion_core.data.scannet import (IGNORE_INDEX, SCANNET20, SCANNET200, SCANNET200_INSTANCE,
                                         FrameReaderConfig, ScanNetFrames, ScenePoints, list_scenes,
@@ -60,7 +60,7 @@ def test_exported_frames(tmp_path, caplog):
     assert "skipped 1 of 4 frames" in caplog.text
     assert frames.size == (H, W) and np.allclose(frames.intrinsics, K)
     f = frames[2]
-    assert isinstance(f, RGBDFrame) and f.frame_id == "3"
+    assert isinstance(f, Frame) and f.name == "3"
     assert f.rgb.shape == (H, W, 3) and f.rgb.dtype == np.uint8
     assert abs(int(f.rgb[5, 5, 0]) - 200) < 8 and f.rgb[5, 5, 2] < 10  # RGB order, resized from 2x
     assert f.depth.dtype == np.float32 and f.depth[0, 0] == 0 and f.depth[5, 5] == pytest.approx(1.3)

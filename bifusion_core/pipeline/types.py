@@ -1,78 +1,15 @@
-"""What the ROS-free frame pipeline takes and returns (the contract the ROS node and replay build on)."""
+"""What the ROS-free frame pipeline takes and returns (the contract the ROS node and replay build on): the one
+frame type, :class:`~bifusion_core.data.frame.Frame` (re-exported here), in; :class:`FrameResult` out."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..geometry import as_intrinsics
+from ..data.frame import Frame
 from ..models.postprocess import Instance
 
-
-@dataclass
-class Frame:
-    """One RGB-D frame: the pipeline's input contract, checked when the frame is built.
-
-    Attributes:
-        rgb: ``(H, W, 3)`` uint8 RGB (float images are refused: 0..1 and 0..255 floats cannot be told apart
-            reliably, and the outputs' colours are uint8).
-        depth: ``(H, W)`` float32/float64 metres (0, negative, NaN or inf = no reading) or uint16 millimetres,
-            the size of ``rgb`` (aligned to the colour camera).
-        intrinsics: pixels of the (aligned) colour camera, in any form :func:`~bifusion_core.geometry.as_intrinsics`
-            reads (``(fx, fy, cx, cy)``, a ``CameraIntrinsics``, a 3x3 matrix); stored as ``(fx, fy, cx, cy)``.
-        pose: ``(4, 4)`` camera(optical)->world transform; identity when the world frame is the camera's
-            (finite, rigid: checked where the points are built, :func:`bifusion_core.geometry.check_pose`).
-        stamp: seconds (finite).
-        frame_id: world frame name of the outputs (e.g. "map").
-
-    Raises:
-        ValueError: naming the field that breaks the contract.
-    """
-
-    rgb: np.ndarray
-    depth: np.ndarray
-    intrinsics: tuple[float, float, float, float]
-    pose: np.ndarray
-    stamp: float = 0.0
-    frame_id: str = "map"
-
-    def __post_init__(self) -> None:
-        rgb, depth = self.rgb, self.depth
-        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f"frame rgb must be an (H, W, 3) numpy array, got {_describe(rgb)}")
-        if rgb.dtype != np.uint8:
-            raise ValueError(f"frame rgb must be uint8 (0..255), got {rgb.dtype}; convert float images with "
-                             "np.clip(x * 255, 0, 255).astype(np.uint8) for 0..1 values")
-        if not isinstance(depth, np.ndarray) or depth.ndim != 2:
-            raise ValueError(f"frame depth must be an (H, W) numpy array, got {_describe(depth)}")
-        if depth.dtype not in (np.uint16, np.float32, np.float64):
-            raise ValueError(f"frame depth must be uint16 millimetres or float32/float64 metres, got {depth.dtype}")
-        if depth.shape != rgb.shape[:2]:
-            raise ValueError(f"frame rgb {rgb.shape[:2]} and depth {depth.shape} sizes differ (H, W); depth must "
-                             "be aligned to the colour image")
-        try:
-            self.intrinsics = as_intrinsics(self.intrinsics).as_tuple()
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"frame intrinsics: {exc} (got {self.intrinsics!r})") from None
-        pose = np.asarray(self.pose)
-        if pose.shape != (4, 4) or not np.issubdtype(pose.dtype, np.number) or not np.isfinite(pose).all():
-            raise ValueError(f"frame pose must be a finite 4x4 matrix, got {_describe(self.pose)}")
-        try:
-            stamp = float(self.stamp)
-        except (TypeError, ValueError):
-            stamp = math.nan
-        if not math.isfinite(stamp):
-            raise ValueError(f"frame stamp must be finite seconds, got {self.stamp!r}")
-        self.stamp = stamp
-        if not isinstance(self.frame_id, str):
-            raise ValueError(f"frame frame_id must be a string, got {type(self.frame_id).__name__}")
-
-
-def _describe(x) -> str:
-    if isinstance(x, np.ndarray):
-        return f"{x.dtype} array of shape {x.shape}"
-    return type(x).__name__
+__all__ = ["Frame", "FrameResult", "NonFiniteOutput"]
 
 
 @dataclass

@@ -12,6 +12,7 @@ the scene's object ids (the ``objectId`` of its aggregation), so a pair's common
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 
 from ..config import configclass, spec
-from ..data.frame import RGBDFrame
-from ..data.scannet.classes import IGNORE_INDEX, SCANNET200, STUFF_CLASSES, index_lookup
+from ..data.frame import Frame
+from ..data.scannet.classes import STUFF_CLASSES, index_lookup
 from ..losses.criterion import Targets
 from ..models.bifusion import BiFusionConfig, EncoderInput, batch_superpoints, frames_to_input
 
@@ -118,7 +119,7 @@ class FramePool:
         d = np.abs(self.frame_of - self.frame_of[i])
         return np.nonzero((self.scene_of == self.scene_of[i]) & (d >= 1) & (d <= gap))[0]
 
-    def _load(self, i: int) -> RGBDFrame:
+    def _load(self, i: int) -> Frame:
         read, j = self._items[i]
         return read(j)
 
@@ -136,8 +137,8 @@ def draw_world_transform(rng: np.random.Generator, cfg: DataConfig) -> tuple[flo
     return yaw, rng.uniform(*cfg.scale)
 
 
-def augment(frame: RGBDFrame, rng: np.random.Generator, cfg: DataConfig,
-            world: tuple[float | None, float] | None = None) -> RGBDFrame:
+def augment(frame: Frame, rng: np.random.Generator, cfg: DataConfig,
+            world: tuple[float | None, float] | None = None) -> Frame:
     """World rotation about z and uniform scale (rigid for the camera, so depth and pose stay consistent) and
     brightness jitter. ``world``: a ``(yaw, scale)`` from :func:`draw_world_transform` to apply (frames of one
     pair share it); None: drawn here."""
@@ -153,8 +154,7 @@ def augment(frame: RGBDFrame, rng: np.random.Generator, cfg: DataConfig,
     if cfg.colour_jitter > 0:
         gain = 1.0 + rng.uniform(-cfg.colour_jitter, cfg.colour_jitter)
         rgb = np.clip(rgb.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-    return RGBDFrame(rgb=rgb, depth=depth, intrinsics=frame.intrinsics, pose=pose, semantic=frame.semantic,
-                     instance=frame.instance, frame_id=frame.frame_id, stamp_ns=frame.stamp_ns)
+    return dataclasses.replace(frame, rgb=rgb, depth=depth, pose=pose)
 
 
 @dataclass
@@ -164,7 +164,7 @@ class Batch:
 
     inp: EncoderInput
     targets: Targets
-    frames: list[RGBDFrame] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
     items: list[int] = field(default_factory=list)
     pairs: bool = False
 
@@ -198,7 +198,7 @@ def select_points(inp: EncoderInput, keep: torch.Tensor) -> EncoderInput:
     return EncoderInput(**kw)
 
 
-def make_batch(frames: list[RGBDFrame], model_cfg: BiFusionConfig, lut: np.ndarray, stuff: tuple[int, ...],
+def make_batch(frames: list[Frame], model_cfg: BiFusionConfig, lut: np.ndarray, stuff: tuple[int, ...],
                rng: np.random.Generator | None = None, crop_size: float | None = None,
                crop_min_points: int = 0) -> Batch:
     """Frames -> encoder input (with superpoints) and per-point targets read at each point's pixel.

@@ -35,18 +35,17 @@ def _frames(seed: int, rooms: int, n_frames: int, width: int, height: int):
 
 
 def run_checkpoint(path, frames):
-    """Process ``frames`` ``[(room, index, RGBDFrame)]`` with the checkpoint: ``(results, FrameEmbeddings
+    """Process ``frames`` ``[(room, index, Frame)]`` with the checkpoint: ``(results, FrameEmbeddings
     per frame)``."""
     from ..data.scannet.classes import index_lookup
     from ..eval.merge import frame_embeddings
     from ..pipeline.processor import FrameProcessor
-    from ..pipeline.types import Frame
 
     proc = FrameProcessor.from_checkpoint(path, device="cpu")
     lut = index_lookup(proc.class_names)
     results, embs = [], []
     for _, _, f in frames:
-        res = proc.process(Frame(f.rgb, f.depth, f.intrinsics, f.pose))
+        res = proc.process(f)
         u, v = res.pixels[:, 0], res.pixels[:, 1]
         gt_inst = f.instance[v, u].astype(np.int64)
         gt_sem = lut[np.clip(f.semantic[v, u], 0, len(lut) - 1)]

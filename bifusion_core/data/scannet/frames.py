@@ -1,7 +1,7 @@
 """Reader of ScanNet exported frames (layout in :mod:`.layout`).
 
 Frames come back at the *depth* resolution with the depth intrinsics (colour and label images are resized
-to it, as OpenScene and most ScanNet pipelines do), as :class:`~bifusion_core.data.frame.RGBDFrame`.
+to it, as OpenScene and most ScanNet pipelines do), as :class:`~bifusion_core.data.frame.Frame`.
 Frames whose pose is not finite (ScanNet writes ``-inf`` where tracking was lost) are skipped, counted in
 :attr:`ScanNetFrames.skipped` and reported in one warning.
 """
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ...config import configclass, spec
-from ..frame import RGBDFrame
+from ..frame import Frame
 from . import layout as L
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class ScanNetFrames:
             raise ValueError(f"{path}: label images must be single-channel, got shape {img.shape}")
         return self._fit(img, path, cv2.INTER_NEAREST).astype(np.int64)
 
-    def __getitem__(self, index: int) -> RGBDFrame:
+    def __getitem__(self, index: int) -> Frame:
         if not -len(self) <= index < len(self):
             raise IndexError(f"frame index {index} out of range for {len(self)} frames")
         fid = self.frame_ids[index]
@@ -194,5 +194,5 @@ class ScanNetFrames:
         if self.config.labels:
             sem = self._read_label(L.LABEL_DIR, fid)
             inst = self._read_label(L.INSTANCE_DIR, fid)
-        return RGBDFrame(rgb=np.ascontiguousarray(bgr[..., ::-1]), depth=depth, intrinsics=self.intrinsics.copy(),
-                         pose=self.poses[index].copy(), semantic=sem, instance=inst, frame_id=fid)
+        return Frame(rgb=np.ascontiguousarray(bgr[..., ::-1]), depth=depth, intrinsics=self.intrinsics,
+                     pose=self.poses[index].copy(), semantic=sem, instance=inst, name=fid)

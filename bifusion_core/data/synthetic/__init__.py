@@ -8,12 +8,12 @@
 from .export import ExportConfig, export_sequence
 from .render import CameraConfig, RenderedFrame, Renderer
 from .scene import OBJECT_CLASSES, Primitive, SceneConfig, SyntheticScene, generate_scene
-from .sequence import SequenceConfig, SyntheticSequence, to_rgbd_frame
+from .sequence import SequenceConfig, SyntheticSequence, to_frame
 from .trajectory import camera_poses
 
 __all__ = ["synthetic_room_cloud", "ExportConfig", "export_sequence", "CameraConfig", "RenderedFrame", "Renderer",
            "OBJECT_CLASSES", "Primitive", "SceneConfig", "SyntheticScene", "generate_scene", "SequenceConfig",
-           "SyntheticSequence", "to_rgbd_frame", "camera_poses"]
+           "SyntheticSequence", "to_frame", "camera_poses"]
 
 
 def __getattr__(name):

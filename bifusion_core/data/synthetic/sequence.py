@@ -10,7 +10,7 @@ from dataclasses import field
 import numpy as np
 
 from ...config import configclass, spec
-from ..frame import RGBDFrame
+from ..frame import Frame
 from .render import CameraConfig, RenderedFrame, Renderer
 from .scene import SceneConfig, SyntheticScene, generate_scene
 from .trajectory import camera_poses
@@ -67,17 +67,17 @@ class SyntheticSequence:
         rng = np.random.default_rng([self.seed, int(index), 0xD])
         return self.renderer.render(self.poses[index], rng)
 
-    def frame(self, index: int) -> RGBDFrame:
-        """Frame ``index`` as an :class:`~bifusion_core.data.frame.RGBDFrame` (noisy depth in metres)."""
-        return to_rgbd_frame(self.render(index), str(index), int(self.stamps_ns[index]))
+    def frame(self, index: int) -> Frame:
+        """Frame ``index`` as a :class:`~bifusion_core.data.frame.Frame` (noisy depth in metres)."""
+        return to_frame(self.render(index), str(index), int(self.stamps_ns[index]) * 1e-9)
 
     def __iter__(self):
         for i in range(len(self)):
             yield self.frame(i)
 
 
-def to_rgbd_frame(r: RenderedFrame, frame_id: str = "", stamp_ns: int | None = None) -> RGBDFrame:
-    """A rendered view as an :class:`RGBDFrame` (depth in metres, ground truth as int64)."""
-    return RGBDFrame(rgb=r.rgb, depth=r.depth_mm.astype(np.float32) / 1000.0, intrinsics=r.intrinsics,
-                     pose=r.pose, semantic=r.semantic.astype(np.int64), instance=r.instance.astype(np.int64),
-                     frame_id=frame_id, stamp_ns=stamp_ns)
+def to_frame(r: RenderedFrame, name: str = "", stamp: float = 0.0) -> Frame:
+    """A rendered view as a :class:`~bifusion_core.data.frame.Frame` (depth in metres, ground truth as int64;
+    ``stamp`` seconds)."""
+    return Frame(rgb=r.rgb, depth=r.depth_mm.astype(np.float32) / 1000.0, intrinsics=r.intrinsics, pose=r.pose,
+                 stamp=stamp, semantic=r.semantic.astype(np.int64), instance=r.instance.astype(np.int64), name=name)
