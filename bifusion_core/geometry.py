@@ -51,16 +51,24 @@ DEFAULT_EPS = 0.05
 
 @dataclass(frozen=True)
 class CameraIntrinsics:
-    """Pinhole intrinsics in pixels (no distortion: RealSense colour streams and aligned depth are rectified).
+    """Pinhole intrinsics in pixels, the one intrinsics type (back-projection, frames, ``CameraInfo``).
+
+    ``width``/``height`` (pixels) are the image size where known (a ``CameraInfo`` has it); ``distortion_model``
+    and ``d`` carry the coefficients as published. Back-projection is pinhole: RealSense colour streams and
+    aligned depth are rectified (see ``bifusion_ros.convert.camera_info_to_intrinsics`` for the policy).
 
     Raises:
-        ValueError: a non-finite value, or a non-positive focal length.
+        ValueError: a non-finite value, a non-positive focal length or image size.
     """
 
     fx: float
     fy: float
     cx: float
     cy: float
+    width: int | None = None
+    height: int | None = None
+    distortion_model: str = ""
+    d: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("fx", "fy", "cx", "cy"):
@@ -74,6 +82,21 @@ class CameraIntrinsics:
             object.__setattr__(self, name, value)
         if self.fx <= 0 or self.fy <= 0:
             raise ValueError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or int(value) <= 0):
+                raise ValueError(f"image {name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, None if value is None else int(value))
+        object.__setattr__(self, "d", tuple(float(v) for v in self.d))
+
+    @property
+    def K(self) -> np.ndarray:
+        """``(3, 3)`` float64 camera matrix."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @property
+    def has_distortion(self) -> bool:
+        return any(v != 0.0 for v in self.d)
 
     @classmethod
     def from_matrix(cls, K) -> "CameraIntrinsics":
@@ -98,9 +121,10 @@ class CameraIntrinsics:
     def scaled(self, sx: float, sy: float | None = None) -> "CameraIntrinsics":
         """Intrinsics of the image resized by ``sx`` (columns) and ``sy`` (rows), pixel centres kept consistent."""
         sy = sx if sy is None else sy
-        return CameraIntrinsics(
-            self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5
-        )
+        size = {} if self.width is None or self.height is None else {
+            "width": round(self.width * sx), "height": round(self.height * sy)}
+        return CameraIntrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
+                                **size, distortion_model=self.distortion_model, d=self.d)  # d is per normalised ray
 
 
 def as_intrinsics(intrinsics) -> CameraIntrinsics:

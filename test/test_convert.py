@@ -188,8 +188,8 @@ def camera_info(model="plumb_bob", d=(0.0,) * 5, k=(615.0, 0.0, 320.5, 0.0, 616.
 
 
 def test_camera_info_realsense_plumb_bob():
-    fx, fy, cx, cy, w, h = intr = camera_info_to_intrinsics(camera_info())
-    assert (fx, fy, cx, cy, w, h) == (615.0, 616.0, 320.5, 240.25, 640, 480)
+    intr = camera_info_to_intrinsics(camera_info())
+    assert (*intr.as_tuple(), intr.width, intr.height) == (615.0, 616.0, 320.5, 240.25, 640, 480)
     assert intr.distortion_model == "plumb_bob" and not intr.has_distortion
     np.testing.assert_array_equal(intr.K, [[615.0, 0, 320.5], [0, 616.0, 240.25], [0, 0, 1]])
 
@@ -228,8 +228,8 @@ def test_intrinsics_to_camera_info_round_trips_and_checks():
     np.testing.assert_array_equal(msg.p.reshape(3, 4), np.hstack([K, np.zeros((3, 1))]))
     assert (msg.binning_x, msg.binning_y, msg.roi.width, msg.roi.height) == (0, 0, 0, 0)
     intr = camera_info_to_intrinsics(msg)
-    assert tuple(intr) == (615.0, 616.0, 320.5, 240.25, 640, 480)
-    # an Intrinsics (here a D455 colour stream with plumb_bob coefficients) is written as it is read
+    assert (*intr.as_tuple(), intr.width, intr.height) == (615.0, 616.0, 320.5, 240.25, 640, 480)
+    # a CameraIntrinsics (here a D455 colour stream with plumb_bob coefficients) is written as it is read
     distorted = camera_info_to_intrinsics(camera_info(d=(-0.055, 0.066, 0.0003, 0.0007, -0.021)))
     assert camera_info_to_intrinsics(cdr(intrinsics_to_camera_info(distorted, header(), F))) == distorted
     # the rules camera_info_to_intrinsics applies
@@ -244,10 +244,16 @@ def test_intrinsics_to_camera_info_round_trips_and_checks():
         intrinsics_to_camera_info(K, header(), F)
     with pytest.raises(ValueError, match="contradicts"):
         intrinsics_to_camera_info(intr, header(), F, width=320)
-    from bifusion_ros.convert import Intrinsics
+    from bifusion_core.geometry import CameraIntrinsics
 
     with pytest.raises(ValueError, match="distortion_model 'equidistant' with non-zero"):
-        intrinsics_to_camera_info(Intrinsics(500, 500, 1, 1, 2, 2, "equidistant", (0.1,)), header(), F)
+        intrinsics_to_camera_info(CameraIntrinsics(500, 500, 1, 1, 2, 2, "equidistant", (0.1,)), header(), F)
+    # intrinsics without an image size take it from the arguments, as a matrix does
+    plain = cdr(intrinsics_to_camera_info(CameraIntrinsics(615.0, 616.0, 320.5, 240.25), header(), F,
+                                          width=640, height=480))
+    assert camera_info_to_intrinsics(plain).K.tolist() == [[615.0, 0, 320.5], [0, 616.0, 240.25], [0, 0, 1]]
+    with pytest.raises(ValueError, match="width and height are required"):
+        intrinsics_to_camera_info(CameraIntrinsics(615.0, 616.0, 320.5, 240.25), header(), F)
 
 
 def test_camera_info_for_rclpy_style_classes_uses_python_floats():
@@ -285,7 +291,7 @@ def test_package_layout_re_exports_one_module_per_family():
         "factory": ["MessageFactory", "rosbags_factory", "rclpy_factory", "make_time", "make_header"],
         "image": ["IMAGE_ENCODINGS", "COLOUR_ENCODINGS", "DEPTH_ENCODINGS", "RAW_ENCODINGS", "image_to_numpy",
                   "raw_image_array", "numpy_to_image", "check_rgb_depth"],
-        "camera_info": ["Intrinsics", "camera_info_to_intrinsics", "intrinsics_to_camera_info"],
+        "camera_info": ["camera_info_to_intrinsics", "intrinsics_to_camera_info"],
         "transform": ["quaternion_to_matrix", "matrix_to_quaternion", "transform_to_tq", "transform_to_matrix",
                       "matrix_to_transform", "matrix_to_pose"],
         "cloud": ["CLOUD_FIELDS", "pack_rgb", "unpack_rgb", "labelled_cloud", "cloud_to_numpy"],

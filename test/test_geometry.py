@@ -226,3 +226,18 @@ def test_quaternions_and_rigid_transforms_against_scipy():
     for bad, msg in (([0, 0, 0, 0], "zero length"), ([0, np.nan, 0, 1], "not finite"), ([1, 0, 0], "4 values")):
         with pytest.raises(ValueError, match=msg):
             quaternion_to_matrix(bad)
+
+
+def test_camera_intrinsics_carry_an_optional_size_and_distortion():
+    from bifusion_core.geometry import CameraIntrinsics
+
+    k = CameraIntrinsics(615.0, 616.0, 319.5, 239.5, 640, 480, "plumb_bob", [0.1, 0, 0, 0, 0])
+    assert k.as_tuple() == (615.0, 616.0, 319.5, 239.5) and k.has_distortion and k.d == (0.1, 0.0, 0.0, 0.0, 0.0)
+    np.testing.assert_array_equal(k.K, [[615.0, 0, 319.5], [0, 616.0, 239.5], [0, 0, 1]])
+    half = k.scaled(0.5)
+    assert (half.width, half.height) == (320, 240) and half.cx == pytest.approx(159.5)  # pixel centres kept
+    assert half.d == k.d and half.distortion_model == "plumb_bob"
+    assert CameraIntrinsics(1, 1, 0, 0).scaled(2).width is None and not CameraIntrinsics(1, 1, 0, 0).has_distortion
+    for bad in ({"width": 0}, {"height": -3}, {"width": 2.5}, {"width": True}):
+        with pytest.raises(ValueError, match="must be a positive integer"):
+            CameraIntrinsics(1, 1, 0, 0, **bad)

@@ -11,7 +11,7 @@ module                             contents
 :mod:`~.image`                     ``sensor_msgs/Image``: :func:`image_to_numpy` (colour ``(H, W, 3)`` uint8
                                    RGB, depth ``(H, W)`` float32 metres), :func:`raw_image_array` (ids as
                                    stored), :func:`numpy_to_image`, :func:`check_rgb_depth`, the encodings
-:mod:`~.camera_info`               ``sensor_msgs/CameraInfo``: :class:`Intrinsics`,
+:mod:`~.camera_info`               ``sensor_msgs/CameraInfo`` <-> ``geometry.CameraIntrinsics``:
                                    :func:`camera_info_to_intrinsics`, :func:`intrinsics_to_camera_info`
 :mod:`~.transform`                 ``TransformStamped`` / ``Transform`` / ``Pose`` <-> ``(4, 4)`` float64
                                    child-to-parent matrices (metres), quaternions ``x, y, z, w``
@@ -35,7 +35,7 @@ the node passes :func:`rclpy_factory()`, replay, the synthetic bag writer and te
 """
 from __future__ import annotations
 
-from .camera_info import Intrinsics, camera_info_to_intrinsics, intrinsics_to_camera_info
+from .camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info
 from .cloud import CLOUD_FIELDS, cloud_to_numpy, labelled_cloud, pack_rgb, unpack_rgb
 from .factory import MessageFactory, make_header, make_time, rclpy_factory, rosbags_factory
 from .image import (COLOUR_ENCODINGS, DEPTH_ENCODINGS, IMAGE_ENCODINGS, RAW_ENCODINGS, check_rgb_depth, image_to_numpy,
@@ -51,7 +51,6 @@ __all__ = [
     "RAW_ENCODINGS",
     "CLASS_PALETTE",
     "CLOUD_FIELDS",
-    "Intrinsics",
     "InstanceLike",
     "MessageFactory",
     "rosbags_factory",

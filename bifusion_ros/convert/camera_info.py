@@ -1,56 +1,20 @@
 """``sensor_msgs/CameraInfo`` <-> pinhole intrinsics.
 
 :func:`camera_info_to_intrinsics` reads a ``CameraInfo`` (rclpy, ``rosbags`` or any object with its field names)
-into :class:`Intrinsics` (focal lengths and principal point in pixels, image size in pixels, distortion as
-published); :func:`intrinsics_to_camera_info` builds one (with a message factory, see
+into a :class:`~bifusion_core.geometry.CameraIntrinsics` (focal lengths and principal point in pixels, image
+size in pixels, distortion as published); :func:`intrinsics_to_camera_info` builds one (with a message factory, see
 :mod:`bifusion_ros.convert.factory`), checked by the same rules, so what it writes reads back unchanged.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
+
+from bifusion_core.geometry import CameraIntrinsics
 
 from .factory import MessageFactory, _ctor, _float64_payload
 
-__all__ = ["Intrinsics", "camera_info_to_intrinsics", "intrinsics_to_camera_info"]
-
-
-@dataclass(frozen=True)
-class Intrinsics:
-    """Pinhole intrinsics from a ``CameraInfo``; unpacks as ``fx, fy, cx, cy, width, height``.
-
-    ``d`` holds the distortion coefficients as published (float64 ``(n,)``, possibly non-zero for
-    ``plumb_bob``: see :func:`camera_info_to_intrinsics`); ``distortion_model`` the model name.
-    """
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-    distortion_model: str = ""
-    d: tuple[float, ...] = ()
-
-    def __iter__(self):
-        return iter((self.fx, self.fy, self.cx, self.cy, self.width, self.height))
-
-    def __len__(self) -> int:
-        return 6
-
-    def __getitem__(self, i):
-        return tuple(self)[i]
-
-    @property
-    def K(self) -> np.ndarray:
-        """``(3, 3)`` float64 camera matrix."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
-    @property
-    def has_distortion(self) -> bool:
-        return any(v != 0.0 for v in self.d)
+__all__ = ["camera_info_to_intrinsics", "intrinsics_to_camera_info"]
 
 
 _NO_DISTORTION_MODELS = ("", "none")
@@ -90,14 +54,15 @@ def _check_distortion(model: str, d: tuple[float, ...]) -> None:
         )
 
 
-def camera_info_to_intrinsics(msg) -> Intrinsics:
-    """``sensor_msgs/CameraInfo`` -> :class:`Intrinsics` (from ``k``; field name ``K`` accepted too).
+def camera_info_to_intrinsics(msg) -> CameraIntrinsics:
+    """``sensor_msgs/CameraInfo`` -> ``CameraIntrinsics`` with its size and distortion (from ``k``; field name
+    ``K`` accepted too).
 
     Distortion policy: the colour image and aligned depth are assumed rectified / undistorted for
     back-projection, as realsense2_camera publishes them (it labels the colour stream ``plumb_bob`` even
     when the coefficients are tiny but non-zero, e.g. D455). Hence
 
-    - ``plumb_bob`` is accepted with any coefficients (they are returned in ``Intrinsics.d`` and ignored by
+    - ``plumb_bob`` is accepted with any coefficients (they are returned in ``CameraIntrinsics.d`` and ignored by
       the pinhole back-projection);
     - any model (``''``, ``'none'``, ``'equidistant'``, ``'rational_polynomial'``, ...) is accepted when all
       its coefficients are zero (or there are none);
@@ -132,7 +97,7 @@ def camera_info_to_intrinsics(msg) -> Intrinsics:
     d = tuple(float(v) for v in np.asarray(list(d_raw) if not isinstance(d_raw, np.ndarray) else d_raw, np.float64))
     model = str(getattr(msg, "distortion_model", "") or "")
     _check_distortion(model, d)
-    return Intrinsics(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), width, height, model, d)
+    return CameraIntrinsics(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), width, height, model, d)
 
 
 def intrinsics_to_camera_info(intrinsics, header, msgs: MessageFactory, *, width: int | None = None,
@@ -140,11 +105,11 @@ def intrinsics_to_camera_info(intrinsics, header, msgs: MessageFactory, *, width
     """Pinhole intrinsics -> ``sensor_msgs/CameraInfo`` of an undistorted (rectified) camera.
 
     Args:
-        intrinsics: an :class:`Intrinsics` (its size, ``distortion_model`` and ``d`` are written), or a
+        intrinsics: a ``CameraIntrinsics`` with its size (its size, ``distortion_model`` and ``d`` are written), or a
             ``(3, 3)`` camera matrix ``K`` in pixels (then ``width`` and ``height`` are required, and the
             message says ``plumb_bob`` with five zero coefficients, as realsense2_camera publishes aligned depth).
         header: ``std_msgs/Header`` of the same message family as ``msgs`` (the camera's optical frame).
-        width, height: image size in pixels; with an :class:`Intrinsics` only to confirm its size.
+        width, height: image size in pixels; with a sized ``CameraIntrinsics`` only to confirm its size.
 
     ``k`` = K, ``r`` = identity, ``p`` = ``[K | 0]``, no binning, a full-image (zero) ROI. The result reads back
     through :func:`camera_info_to_intrinsics` unchanged.
@@ -152,9 +117,9 @@ def intrinsics_to_camera_info(intrinsics, header, msgs: MessageFactory, *, width
     Raises:
         ValueError: what :func:`camera_info_to_intrinsics` refuses (non-finite K, non-positive focal length,
             skew, a bottom row other than ``[0, 0, 1]``, non-positive size, unsupported distortion), a K that is
-            not ``(3, 3)``, or a size that contradicts the :class:`Intrinsics`.
+            not ``(3, 3)``, or a size that contradicts the ``CameraIntrinsics``'.
     """
-    if isinstance(intrinsics, Intrinsics):
+    if isinstance(intrinsics, CameraIntrinsics) and intrinsics.width is not None and intrinsics.height is not None:
         K = intrinsics.K
         if (width is not None and int(width) != intrinsics.width) or (
                 height is not None and int(height) != intrinsics.height):
@@ -162,10 +127,10 @@ def intrinsics_to_camera_info(intrinsics, header, msgs: MessageFactory, *, width
                              f"{intrinsics.width}x{intrinsics.height}")
         width, height = intrinsics.width, intrinsics.height
         model, d = intrinsics.distortion_model, tuple(float(v) for v in intrinsics.d)
-    else:
-        K = np.asarray(intrinsics, dtype=np.float64)
+    else:  # a (3, 3) matrix, or intrinsics without an image size
+        K = intrinsics.K if isinstance(intrinsics, CameraIntrinsics) else np.asarray(intrinsics, dtype=np.float64)
         if K.shape != (3, 3):
-            raise ValueError(f"intrinsics must be a (3, 3) camera matrix or an Intrinsics, got shape {K.shape}")
+            raise ValueError(f"intrinsics must be a (3, 3) camera matrix or a CameraIntrinsics, got shape {K.shape}")
         if width is None or height is None:
             raise ValueError("width and height are required with a (3, 3) camera matrix")
         model, d = "plumb_bob", (0.0,) * 5
