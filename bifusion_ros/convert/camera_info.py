@@ -8,6 +8,7 @@ size in pixels, distortion as published); :func:`intrinsics_to_camera_info` buil
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from bifusion_core.geometry import CameraIntrinsics
@@ -105,7 +106,8 @@ def intrinsics_to_camera_info(intrinsics, header, msgs: MessageFactory, *, width
     """Pinhole intrinsics -> ``sensor_msgs/CameraInfo`` of an undistorted (rectified) camera.
 
     Args:
-        intrinsics: a ``CameraIntrinsics`` with its size (its size, ``distortion_model`` and ``d`` are written), or a
+        intrinsics: a ``CameraIntrinsics`` (with an image size: that size, ``distortion_model`` and ``d`` are written;
+            without one, as a matrix), or a
             ``(3, 3)`` camera matrix ``K`` in pixels (then ``width`` and ``height`` are required, and the
             message says ``plumb_bob`` with five zero coefficients, as realsense2_camera publishes aligned depth).
         header: ``std_msgs/Header`` of the same message family as ``msgs`` (the camera's optical frame).
@@ -117,7 +119,7 @@ def intrinsics_to_camera_info(intrinsics, header, msgs: MessageFactory, *, width
     Raises:
         ValueError: what :func:`camera_info_to_intrinsics` refuses (non-finite K, non-positive focal length,
             skew, a bottom row other than ``[0, 0, 1]``, non-positive size, unsupported distortion), a K that is
-            not ``(3, 3)``, or a size that contradicts the ``CameraIntrinsics``'.
+            not ``(3, 3)``, or a size that contradicts the one the ``CameraIntrinsics`` carries.
     """
     if isinstance(intrinsics, CameraIntrinsics) and intrinsics.width is not None and intrinsics.height is not None:
         K = intrinsics.K
