@@ -252,14 +252,12 @@ class BiFusionNode(Node):
         if "classes" in updates and updates["classes"] != self._cfg["classes"]:
             names = updates["classes"] or self.checkpoint_classes
             try:
-                with self.session.processor_lock:  # between two frames
-                    self.processor.set_classes(list(names))
+                cleared = self.session.set_classes(names)  # between two frames; resets the map
             except Exception as exc:  # noqa: BLE001 - report to the caller instead of dying
                 return SetParametersResult(successful=False, reason=f"set_classes failed: {exc}")
             self.get_logger().info(f"classes set to {list(names)}")
             if self.session.map is not None:
-                n = self.session.map.reset(self.class_names)
-                self.get_logger().info(f"map reset ({n} instances cleared): the class list changed")
+                self.get_logger().info(f"map reset ({cleared} instances cleared): the class list changed")
         if "map_publish_period" in updates and self.session.map is not None:
             self.session.map.publish_period = updates["map_publish_period"]
         new_world = updates.get("world_frame", self._cfg["world_frame"])

@@ -60,7 +60,7 @@ import shutil
 import sys
 import time
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +98,10 @@ GT_ENCODINGS = ("16UC1", "mono16", "32SC1", "mono8")
 """Encodings a ground-truth label-id / instance-id image may have (one channel, integer; the synthetic bag writes
 ``16UC1``)."""
 
-GT_SKIP_REASONS = ("bad_encoding", "bad_image", "size_mismatch")
+GT_SKIP_REASONS = ("bad_encoding", "bad_image", "size_mismatch", "classes_changed")
 """Why a processed frame is not scored (``metrics["frames"]["gt_skipped"]``): a ground-truth image of its stamp
 has an encoding outside :data:`GT_ENCODINGS`, is malformed (data length / step), or differs in size from the
-colour image."""
+colour image; or the frame was segmented with another class list than the first scored frame (``classes_at``)."""
 
 
 class ReplayError(Exception):
@@ -119,6 +119,11 @@ class ReplayConfig:
         out: output directory (created).
         checkpoint: model checkpoint; None = the shipped demo checkpoint.
         classes: class names / prompts replacing the checkpoint's (None or empty: the checkpoint's).
+        classes_at: ``[(k, names), ...]``: before the ``k``-th processed frame (0-based) the class list becomes
+            ``names`` (empty: the checkpoint's), as ``ros2 param set /bifusion classes`` does on the node: the
+            map is reset. Needs an open-vocabulary checkpoint for lists of another length. Frames processed
+            under another list than the first frame's are not scored (``gt_skipped.classes_changed``), nor is
+            the map after a change.
         max_frames: stop after this many synchronised sets (processed or skipped); None = the whole bag.
         save_every: write PNG/PLY outputs of every k-th processed frame (0: none).
         min_region_size: smallest instance (points) the instance AP counts, ground truth and predictions.
@@ -145,6 +150,7 @@ class ReplayConfig:
     device: str = "auto"
     half: bool = False
     classes: list[str] | None = None
+    classes_at: list = field(default_factory=list)
     color_topic: str = _P["color_topic"]
     depth_topic: str = _P["depth_topic"]
     info_topic: str = _P["camera_info_topic"]
@@ -189,6 +195,9 @@ class ReplayConfig:
             raise ReplayError(f"storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ReplayError(f"max_frames must be >= 1, got {self.max_frames}")
+        ks = [k for k, _ in self.classes_at]
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in ks) or len(set(ks)) != len(ks):
+            raise ReplayError(f"classes_at frames must be distinct integers >= 0, got {ks}")
         for name in ("save_every", "min_region_size"):
             if getattr(self, name) < 0:
                 raise ReplayError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -505,9 +514,24 @@ class _Replay:
             self._process(p, pose, out_frame)
 
     # ---------------------------------------------------------------------------------------------- frame
+    def _change_classes(self) -> None:
+        """Apply a ``classes_at`` entry due before this processed frame (as the node applies a parameter change)."""
+        names = self.class_schedule.pop(self.session.counter("processed"), None)
+        if names is None:
+            return
+        names = list(names) or self.checkpoint_classes
+        try:
+            cleared = self.session.set_classes(names)
+        except ValueError as exc:
+            raise ReplayError(f"--classes-at {self.session.counter('processed')}: {exc}") from None
+        log.info("frame %d: classes set to %s%s", self.session.counter("processed"), names,
+                 f"; map reset ({cleared} instances cleared)" if self.session.map is not None else "")
+        self.map_scorer = None  # the map of the first class list is gone
+
     def _process(self, p: _Pending, pose: np.ndarray, out_frame: str) -> None:
         stamp_ns = stamp_to_ns(p.stamp)
         timings = p.inputs.timings
+        self._change_classes()
         try:
             result = self.session.process(p.inputs, pose, out_frame)
         except FrameSkipped as skip:  # counted like the node does
@@ -573,6 +597,10 @@ class _Replay:
         t0 = time.perf_counter()
         if self.evaluator is None:
             self.evaluator = _Evaluator(list(result.class_names), self.cfg.min_region_size)
+        elif list(result.class_names) != self.evaluator.class_names:
+            self._skip_scoring("classes_changed", "the frame was segmented with another class list than the "
+                                                  "first scored frame (--classes-at)")
+            return
         sem_gt, inst_gt = self.evaluator.add(result, sem, gt.get("instance"))
         if self.session.map is not None and inst_gt is not None:
             self._score_map_frame(stamp_ns, result, sem_gt, inst_gt, map_frame)
@@ -665,6 +693,14 @@ class _Replay:
         """Process the opened bag with ``processor``; returns the metrics (with ``_tables``)."""
         cfg, topics = self.cfg, self.topics
         self.session.processor = processor
+        self.checkpoint_classes = list(getattr(processor, "class_names", None) or [])
+        self.class_schedule = {int(k): list(v) for k, v in cfg.classes_at}
+        model = getattr(processor, "model", None)
+        for k, names in self.class_schedule.items():  # refused before anything is processed, not midway
+            if model is not None and not getattr(model, "open_vocab", True) and names \
+                    and len(names) != len(self.checkpoint_classes):
+                raise ReplayError(f"--classes-at {k}: this checkpoint has a fixed {len(self.checkpoint_classes)}-class "
+                                  f"classifier; {len(names)} names given")
         if cfg.map:
             from bifusion_core.mapping import OnlineMapScorer
 
@@ -758,6 +794,7 @@ class _Replay:
             "skipped_by_reason": self.session.skipped,
             "skip_examples": dict(self.session.first_detail),
             "identity_pose": self.session.counter("identity_pose"),
+            "class_changes": self.session.counter("class_changes"),
             "evaluated": self.evaluator.frames if self.evaluator else 0,
             "without_gt": without_gt,
             "gt_skipped": {reason: self.gt_skipped[reason] for reason in GT_SKIP_REASONS},
@@ -767,7 +804,8 @@ class _Replay:
             "tf_old_data": c["tf_old_data"],
         }
         proc = self.session.processor
-        cls = getattr(proc, "class_names", None)
+        # the list the figures are over (the first scored frame's; the processor's may have changed since)
+        cls = self.evaluator.class_names if self.evaluator is not None else getattr(proc, "class_names", None)
         return {
             "bag": str(bag_path),
             "checkpoint": str(getattr(proc, "checkpoint", None) or "(a processor given by the caller)"),
@@ -940,6 +978,9 @@ def build_parser(prog: str = "python -m bifusion_ros.replay") -> argparse.Argume
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="inference device (default auto)")
     g.add_argument("--half", action="store_true", help="half precision: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16 / AMX)")
     g.add_argument("--classes", help="class names / prompts replacing the checkpoint's: 'a,b,c' or '[a, b, c]'")
+    g.add_argument("--classes-at", action="append", default=[], metavar="K=LIST",
+                   help="before the K-th processed frame (from 0) switch to the classes LIST ('a,b' or '[a, b]'; "
+                        "empty: the checkpoint's), as `ros2 param set` on the node; the map is reset; repeatable")
     g.add_argument("--voxel-size", type=float, default=0.0, help="override the checkpoint's voxel size (m; 0: keep)")
     g.add_argument("--score-threshold", type=float, default=_P["score_threshold"],
                    help=f"instances below it are left out of the published outputs (default {_P['score_threshold']})")
@@ -1008,6 +1049,15 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         classes = parse_string_list(args.classes) if args.classes else None
     except ValueError as exc:
         raise ReplayError(f"--classes: {exc}") from None
+    classes_at = []
+    for item in args.classes_at:
+        k, sep, names = item.partition("=")
+        try:
+            if not sep or not k.strip().isdigit():
+                raise ValueError("expected K=LIST with K a frame number >= 0")
+            classes_at.append((int(k), parse_string_list(names) if names.strip() else []))
+        except ValueError as exc:
+            raise ReplayError(f"--classes-at {item!r}: {exc}") from None
     given = {"map_voxel_size": args.map_voxel_size, "map_max_instances": args.map_max_instances,
              "map_merge_threshold": args.map_merge_threshold, "map_overlap": args.map_overlap,
              "map_class_agnostic": args.map_class_agnostic,
@@ -1019,7 +1069,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
     map_config = node_map_config(given)
     return ReplayConfig(
         bag=args.bag, out=args.out, checkpoint=args.checkpoint, device=args.device, half=args.half, classes=classes,
-        color_topic=args.color_topic, depth_topic=args.depth_topic, info_topic=args.info_topic,
+        classes_at=classes_at, color_topic=args.color_topic, depth_topic=args.depth_topic, info_topic=args.info_topic,
         gt_semantic_topic=args.gt_semantic_topic, gt_instance_topic=args.gt_instance_topic,
         world_frame=args.world_frame, camera_frame=args.camera_frame, on_missing_tf=args.on_missing_tf,
         tf_timeout=args.tf_timeout, sync_slop=args.sync_slop, sync_queue_size=args.sync_queue_size,

@@ -145,3 +145,15 @@ def test_single_sample_matches_the_reference_values_and_gradients(batch_given):
     assert torch.allclose(two[:40], fused, atol=1e-6)
     (two[:40] * g).sum().backward()
     assert torch.allclose(f2d_b.grad, f2d_grad, atol=1e-6)  # f2d's gradient depends on its own sample only
+
+
+def test_fixed_alpha_ablation_gives_one_branch_alone():
+    torch.manual_seed(0)
+    f2d, f3d = F.normalize(torch.randn(50, 16), dim=1), F.normalize(torch.randn(50, 16), dim=1)
+    valid = torch.ones(50, dtype=torch.bool)
+    for a, ref in ((0.0, f3d), (1.0, f2d)):
+        gate = LiteFusionGate(FusionGateConfig(feat_dim=16, hidden=8, early_steps=0, fixed_alpha=a)).train()
+        fused, alpha = gate(f2d, f3d, valid)
+        assert torch.all(alpha == a)
+        w = torch.sigmoid(gate.se(ref.mean(0, keepdim=True)))
+        torch.testing.assert_close(fused, F.normalize(w * ref, dim=1))

@@ -161,3 +161,14 @@ def test_film_formula_valid_rows_and_gradients():
         film(torch.zeros(n, 7), f3d, xyz)
     with pytest.raises(ValueError, match="batch"):
         film(f2d, f3d, xyz, batch=torch.full((n,), -1))
+
+
+def test_disabled_pe_film_passes_features_through():
+    torch.manual_seed(0)
+    m = PEFiLM(PEFiLMConfig(feat_dim=8, hidden=8, num_freqs=2, enabled=False))
+    f2d, f3d, xyz = torch.randn(20, 8), torch.randn(20, 8), torch.rand(20, 3)
+    valid = torch.arange(20) % 3 > 0
+    o2, o3 = m(f2d, f3d, xyz, valid=valid)
+    assert torch.equal(o3, f3d) and torch.equal(o2[valid], f2d[valid]) and not o2[~valid].any()
+    on = PEFiLM(PEFiLMConfig(feat_dim=8, hidden=8, num_freqs=2, last_init_std=0.5))
+    assert not torch.allclose(on(f2d, f3d, xyz)[1], f3d)

@@ -5,6 +5,7 @@ tiny random checkpoint; an oracle processor that answers with the ground truth c
 of 1); copies of the bag without camera info or without TF check the errors and the skip counting.
 """
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -403,7 +404,7 @@ def test_bad_ground_truth_images_are_counted_skips_of_scoring_not_an_abort(recor
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     f = m["frames"]
     assert f["processed"] == FRAMES and f["evaluated"] == 1 and f["without_gt"] == 0
-    assert f["gt_skipped"] == {"bad_encoding": 1, "bad_image": 1, "size_mismatch": 1}
+    assert f["gt_skipped"] == {"bad_encoding": 1, "bad_image": 1, "size_mismatch": 1, "classes_changed": 0}
     assert m["semantic"]["miou"] == pytest.approx(1.0)  # the 32SC1 frame, read right
     assert "encoding 'rgb8'" in caplog.text and "single-channel integer" in caplog.text
     assert "80x60" in caplog.text and "Traceback" not in caplog.text
@@ -481,3 +482,40 @@ def test_tf_arriving_after_tf_timeout_is_not_used(recording, tmp_path, late_s, p
     assert f["processed"] == processed and f["skipped_by_reason"]["missing_tf"] == FRAMES - processed
     if processed < FRAMES:
         assert "extrapolation into the future" in f["skip_examples"]["missing_tf"]
+
+
+def test_classes_at_changes_the_label_space_between_frames_as_the_node_does(recording, tmp_path, caplog):
+    import torch
+
+    from bifusion_core.models.bifusion import BiFusionModel
+    from bifusion_core.models.checkpoint import save_checkpoint
+    from bifusion_core.models.presets import tiny_config
+
+    torch.manual_seed(0)
+    cfg = tiny_config(CLASSES)
+    cfg.decoder.open_vocab = True  # free prompts: the text tower scores any list
+    save_checkpoint(tmp_path / "open.pt", BiFusionModel(cfg))
+    caplog.set_level(logging.INFO, logger="bifusion")
+    m = replay(ReplayConfig(bag=recording, out=tmp_path / "o", checkpoint=str(tmp_path / "open.pt"), device="cpu",
+                            classes_at=[(2, ["chair", "table"])], save_every=0, progress=False))
+    f = m["frames"]
+    assert f["processed"] == FRAMES and f["class_changes"] == 1
+    assert f["gt_skipped"]["classes_changed"] == FRAMES - 2 and m["instance"]["frames"] == 2
+    assert m["classes"] == CLASSES  # the list the figures are over
+    assert "classes set to ['chair', 'table']" in caplog.text and "map reset" in caplog.text
+    _, msgs = read_bag(tmp_path / "o" / "output_bag")
+    labels = [np.unique(cloud_to_numpy(c)["label"]) for _, c in msgs[OUTPUT_TOPICS["cloud"]]]
+    assert max(labels[0].max(), labels[1].max()) >= 2  # the 22 classes before the change
+    assert all(set(lab.tolist()) <= {0, 1, -1} for lab in labels[2:])  # only the two prompts after it
+    names = {i.class_name for _, a in msgs[OUTPUT_TOPICS["instances"]][2:] for i in a.instances}
+    assert names <= {"chair", "table"}
+    # a fixed-class checkpoint refuses a list of another length before anything is processed
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "fixed.pt", BiFusionModel(tiny_config(CLASSES)))
+    with pytest.raises(ReplayError, match="--classes-at 1: .*fixed 22-class"):
+        replay(ReplayConfig(bag=recording, out=tmp_path / "o2", checkpoint=str(tmp_path / "fixed.pt"), device="cpu",
+                            classes_at=[(1, ["chair"])], progress=False))
+    with pytest.raises(ReplayError, match="distinct"):
+        ReplayConfig(bag=recording, out=tmp_path / "o3", classes_at=[(1, ["a"]), (1, ["b"])])
+    bad = _cli("-m", "bifusion_ros.replay", "--bag", str(recording), "--out", str(tmp_path / "o4"), "--classes-at", "x=chair")
+    assert bad.returncode == 2 and "--classes-at 'x=chair'" in bad.stderr and "Traceback" not in bad.stderr

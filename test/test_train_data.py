@@ -195,3 +195,31 @@ def test_scannet_frames_pair_within_their_scene_and_share_ids(tmp_path):
         ia = set(np.unique(b.targets.instance[b.inp.batch == 0].numpy())) - {-1}
         ip = set(np.unique(b.targets.instance[b.inp.batch == 1].numpy())) - {-1}
         assert ia & ip
+
+
+def test_stream_batches_draw_live_rooms_and_replay_exactly():
+    from bifusion_core.data.synthetic.stream import RoomStream
+    from bifusion_core.train.data import training_pool
+
+    over = TINY + ["data.stream.rooms=3", "data.stream.renew=1", "data.frames_per_scene=4", "data.pair_gap=2"]
+    cfg = load_train_config("config/train/synthetic_small.yaml", over)
+    names = cfg.model.resolved_class_names()
+    pool = training_pool(cfg.data, "train")
+    assert isinstance(pool, RoomStream) and isinstance(training_pool(cfg.data, "val"), FramePool)
+    sampler = BatchSampler(pool, cfg.data, cfg.model, names)
+    for step in (0, 5):
+        b = sampler.batch(step)
+        live = {f"room{r}" for r in pool.live_rooms(step).tolist()}
+        assert {f.name.split("/")[0] for f in b.frames} <= live
+        # a fresh stream (a resumed run) gives the same batch
+        again = BatchSampler(training_pool(cfg.data, "train"), cfg.data, cfg.model, names).batch(step)
+        assert torch.equal(b.inp.points, again.inp.points) and torch.equal(b.targets.semantic, again.targets.semantic)
+    p = sampler.batch(7, pairs=True)
+    assert len(p.frames) == 2
+    for k in range(0, len(p.frames), 2):
+        ra, fa = p.frames[k].name.split("/")
+        rb, fb = p.frames[k + 1].name.split("/")
+        assert ra == rb and 1 <= abs(int(fa) - int(fb)) <= 2
+    with pytest.raises(ValueError, match="stream"):
+        load_train_config("config/train/synthetic_small.yaml", ["data.source=scannet", "data.root=/x",
+                                                                "data.stream.rooms=2"])

@@ -71,8 +71,9 @@ def run_train(args) -> dict:
         over.append(f"data.batch_size={args.batch_size}")
     cfg = load_train_config(path, over + list(args.overrides or []))
     tr = Trainer(cfg, "/tmp/bifusion_bench_train", args.device)
-    for i in range(len(tr.train_pool)):  # render the frames before timing
-        tr.train_pool.get(i)
+    pool = tr.train_pool.at(0)
+    for i in range(len(pool)):  # render the frames before timing
+        pool.get(i)
     dev = torch.device(args.device)
     st = cfg.stages
     tr.step = {0: 0, 1: st.s0_iters, 2: st.s0_iters + st.s1_iters}[args.train_stage]  # time the requested stage

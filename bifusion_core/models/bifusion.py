@@ -329,9 +329,16 @@ class BiFusionModel(nn.Module):
         return segs
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """State dict for checkpoints: everything except a frozen CLIP tower that comes from pretrained weights
-        (a randomly initialised tower is kept: it cannot be rebuilt from a file)."""
+        """State dict for checkpoints: everything except a frozen CLIP tower that comes from its own weights
+        file (a randomly initialised tower is kept: it cannot be rebuilt from a file; so is one with
+        ``clip.embed_weights``)."""
         sd = self.state_dict()
-        if self.cfg.clip.pretrained is None and self.cfg.clip.weights_path is None:
+        if not self.tower_from_file:
             return sd
         return {k: v for k, v in sd.items() if not k.startswith("encoder.clip.clip.") or ".lora_" in k}
+
+    @property
+    def tower_from_file(self) -> bool:
+        """Whether the CLIP tower's weights are read from their own file (not from BiFusion checkpoints)."""
+        c = self.cfg.clip
+        return not c.embed_weights and (c.pretrained is not None or c.weights_path is not None)

@@ -32,8 +32,15 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path, model: BiFusionModel, meta: dict | None = None, train_state: dict | None = None) -> None:
     """Write ``model`` (and optional training state) atomically to ``path`` (:func:`write_atomic`)."""
-    payload = {"format": FORMAT, "version": VERSION, "config": to_dict(model.cfg),
-               "model": model.trainable_state_dict(), "class_names": list(model.class_names), "meta": meta or {}}
+    config = to_dict(model.cfg)
+    meta = dict(meta or {})
+    if model.cfg.clip.embed_weights:  # the towers travel in this file: its config names no other
+        src = model.cfg.clip.weights_path or model.cfg.clip.pretrained
+        if src is not None:
+            meta.setdefault("clip_weights_from", str(src))
+        config["clip"].update(weights_path=None, pretrained=None)
+    payload = {"format": FORMAT, "version": VERSION, "config": config,
+               "model": model.trainable_state_dict(), "class_names": list(model.class_names), "meta": meta}
     if train_state is not None:
         payload["train"] = train_state
     write_atomic(path, payload)
@@ -139,15 +146,17 @@ def init_weights(model: BiFusionModel, data: dict, path="checkpoint") -> list[st
 
 
 def load_weights(model: BiFusionModel, sd: dict, path="checkpoint", allow_missing=()) -> None:
-    """Load a checkpoint's weights, which must fit the model exactly (a frozen pretrained CLIP tower may be
-    absent: it comes from its own weights file; so may the names in ``allow_missing``) and be finite. Raises
-    :class:`CheckpointError` naming what does not fit, or the first tensors with NaN/inf values."""
+    """Load a checkpoint's weights, which must fit the model exactly (a frozen CLIP tower that comes from its
+    own weights file, :attr:`~BiFusionModel.tower_from_file`, may be absent; so may the names in
+    ``allow_missing``) and be finite. Raises :class:`CheckpointError` naming what does not fit, or the first
+    tensors with NaN/inf values."""
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: the model entry is not a state dict of tensors")
     own = model.state_dict()
     allow = set(allow_missing)
+    from_file = model.tower_from_file
     missing = [k for k in own if k not in sd and k not in allow
-               and (not k.startswith("encoder.clip.clip.") or ".lora_" in k)]
+               and (not from_file or not k.startswith("encoder.clip.clip.") or ".lora_" in k)]
     unexpected = [k for k in sd if k not in own]
     bad_shape = [k for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or bad_shape:

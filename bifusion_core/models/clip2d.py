@@ -24,7 +24,8 @@ Proj2D
 
 Weights (never downloaded)
     ``weights_path`` (a local open_clip checkpoint or state dict: ``.pt``/``.pth``/``.bin`` read with
-    ``torch.load(..., weights_only=True)``, or ``.safetensors``) wins; otherwise the ``pretrained`` tag is
+    ``torch.load(..., weights_only=True)``, or ``.safetensors``; or a BiFusion checkpoint that carries its
+    towers, ``embed_weights``) wins; otherwise the ``pretrained`` tag is
     resolved to the file open_clip would have downloaded, looked up in the local caches only (Hugging Face
     hub cache, then open_clip's URL cache ``~/.cache/clip``): see :func:`resolve_pretrained`. Nothing found
     -> :class:`FileNotFoundError` naming the paths tried. ``pretrained=None`` and no ``weights_path`` ->
@@ -213,6 +214,12 @@ def load_state_dict_file(
             raise ValueError(f"could not read {p} as a weights-only torch checkpoint: {exc}") from exc
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
+    if isinstance(sd, dict) and sd.get("format") == "bifusion-checkpoint" and isinstance(sd.get("model"), dict):
+        # the towers a BiFusion checkpoint carries (Clip2DConfig.embed_weights), e.g. the shipped demo model's
+        prefix = "encoder.clip.clip."
+        sd = {k[len(prefix):]: v for k, v in sd["model"].items() if k.startswith(prefix) and ".lora_" not in k}
+        if not sd:
+            raise ValueError(f"{p} is a BiFusion checkpoint without CLIP tower weights")
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{p} does not hold a state dict of tensors")
     if all(k.startswith("module.") for k in sd):
@@ -350,6 +357,10 @@ class Clip2DConfig:
             quadratic in the token count: a 4000x3000 frame would be 47,000 tokens). Default 640, the long side
             of the training frames (ScanNet 640x480); ``None``: no limit.
         image_mean / image_std: override the tag's normalisation.
+        embed_weights: BiFusion checkpoints carry this tower's weights (for small towers such as the stand-in
+            ones of :mod:`bifusion_core.train.stand_in_clip`), so that the checkpoint alone rebuilds the model;
+            such a checkpoint's config names no weights file. Off: a tower loaded from ``weights_path`` or a tag
+            is left out of checkpoints (ViT-B/16 is 600 MB) and read from its own file again.
     """
 
     model_name: str = "ViT-B-16"
@@ -365,6 +376,7 @@ class Clip2DConfig:
     max_side: int | None = spec(640, ge=16)
     image_mean: tuple[float, float, float] | None = None
     image_std: tuple[float, float, float] | None = spec(None, gt=0)
+    embed_weights: bool = False
 
     def __post_init__(self) -> None:
         if not self.model_name:
@@ -418,6 +430,8 @@ class Clip2D(nn.Module):
         if path is not None:
             _load_into(self.clip, load_state_dict_file(path, cfg.model_name, cfg.pretrained), str(path))
             log.info("loaded CLIP weights for %s from %s", cfg.model_name, path)
+        elif cfg.embed_weights:
+            log.debug("Clip2D: tower weights come with the checkpoint (embed_weights)")
         else:
             log.warning("Clip2D: no pretrained weights (pretrained=None, weights_path=None): random CLIP init")
         self.weights_source = str(path) if path is not None else None

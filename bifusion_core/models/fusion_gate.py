@@ -38,6 +38,7 @@ class FusionGateConfig:
     early_steps: int = spec(3000, ge=0)
     invalid_alpha: float = spec(0.1, ge=0, le=1)
     warmup_alpha: float = spec(0.5, ge=0, le=1)
+    fixed_alpha: float | None = spec(None, ge=0, le=1)  # ablations: alpha at every point (0: 3D only, 1: 2D only)
 
 
 class LiteFusionGate(nn.Module):
@@ -86,7 +87,9 @@ class LiteFusionGate(nn.Module):
         if n and (int(batch.min()) < 0 or int(batch.max()) >= B):
             raise ValueError(f"batch indices must be in [0, {B})")
 
-        if self.in_warmup:
+        if self.cfg.fixed_alpha is not None:
+            alpha = f3d.new_full((n, 1), self.cfg.fixed_alpha)
+        elif self.in_warmup:
             alpha = f3d.new_full((n, 1), self.cfg.warmup_alpha)
         else:
             first, last = self.alpha_mlp[0], self.alpha_mlp[2]

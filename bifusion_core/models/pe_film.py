@@ -121,6 +121,7 @@ class PEFiLMConfig:
     num_freqs: int = spec(8, ge=1, le=32)
     voxel_size: float = spec(0.05, gt=0)
     last_init_std: float = spec(0.0, ge=0)
+    enabled: bool = True  # False (ablations): f2D and f3D pass unchanged (invalid points' f2D still zeroed)
 
     @property
     def pe_dim(self) -> int:
@@ -250,6 +251,8 @@ class PEFiLM(nn.Module):
                 raise ValueError(f"{name} must be (N, {C}) = ({n}, {C}), got {tuple(f.shape)}")
         if valid is not None and valid.shape != (n,):
             raise ValueError(f"valid must be (N,) = ({n},), got {tuple(valid.shape)}")
+        if not self.cfg.enabled:
+            return (f2d if valid is None else f2d * valid.to(f2d.dtype).unsqueeze(1)), f3d
         pe = self.pe(xyz, batch, size, pose, num_samples)
         scale, beta = self.modulation(pe.to(self.mlp[0].weight.dtype))
         out2d = torch.addcmul(beta, scale, f2d)

@@ -154,6 +154,17 @@ class FrameSession:
         self.map = SessionMap(config, list(getattr(self.processor, "class_names", None) or []), publish_period)
         return self.map
 
+    def set_classes(self, names) -> int:
+        """Change the label space between two frames (``processor.set_classes``, which may refuse with
+        ``ValueError``); with the map on, the map is reset to the new list, as its class indices would mean other
+        classes. Returns the number of map instances cleared (0 without a map)."""
+        with self.processor_lock:
+            self.processor.set_classes(list(names))
+        self.count("class_changes")
+        if self.map is None:
+            return 0
+        return self.map.reset(list(getattr(self.processor, "class_names", None) or names))
+
     # ------------------------------------------------------------------------------------------ counters
     def count(self, key: str, n: int = 1) -> int:
         with self._lock:

@@ -22,6 +22,7 @@ import torch
 
 from ..config import configclass, spec
 from ..data.frame import Frame
+from ..data.synthetic.stream import RoomStream, StreamConfig
 from ..data.scannet.classes import STUFF_CLASSES, index_lookup
 from ..losses.criterion import Targets
 from ..models.bifusion import BiFusionConfig, EncoderInput, batch_superpoints, frames_to_input
@@ -44,6 +45,9 @@ class DataConfig:
         crop_min_points: a crop centre is redrawn (up to 10 times) while the crop has fewer points.
         pair_gap: in the merge stage, a partner frame is at most this many frames (of the pool: rendered
             synthetic frames, or ScanNet frames after ``frame_skip``) away from its anchor, in the same scene.
+        stream: synthetic training rooms as a stream that does not run out (``stream.rooms > 0``: that many
+            rooms live, ``stream.renew`` new ones per step, :mod:`~bifusion_core.data.synthetic.stream`) instead
+            of the fixed ``scenes`` rooms; validation keeps its fixed held-out rooms.
     """
 
     source: str = spec("synthetic", choices=("synthetic", "scannet"))
@@ -64,12 +68,27 @@ class DataConfig:
     crop_size: float | None = spec(None, gt=0)
     crop_min_points: int = spec(500, ge=0)
     pair_gap: int = spec(5, ge=1)
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
     def __post_init__(self) -> None:
+        if self.stream.rooms and self.source != "synthetic":
+            raise ValueError("data.stream is for synthetic rooms: set data.stream.rooms = 0 with data.source "
+                             f"{self.source!r}")
         if self.source == "scannet" and not self.root:
             raise ValueError("data.source 'scannet' needs data.root (exported ScanNet frames)")
         if not self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale range must be 0 < lo <= hi, got {self.scale}")
+
+
+def training_pool(cfg: DataConfig, split: str, rank: int = 0) -> "FramePool | RoomStream":
+    """The frames of ``split`` (``train`` / ``val``): a :class:`RoomStream` for training with
+    ``cfg.stream.rooms > 0``, else a :class:`FramePool`. Either answers ``at(step)`` with the items of that step."""
+    if split == "train" and cfg.stream.rooms:
+        from ..data.synthetic import CameraConfig
+
+        return RoomStream(cfg.stream, cfg.frames_per_scene, CameraConfig.scaled(cfg.width, cfg.height),
+                          cfg.seed, rank)
+    return FramePool(cfg, split)
 
 
 class FramePool:
@@ -113,6 +132,10 @@ class FramePool:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def at(self, step: int) -> "FramePool":
+        """The pool at training step ``step``: a fixed pool is the same at every step."""
+        return self
 
     def partners(self, i: int, gap: int) -> np.ndarray:
         """Items of item ``i``'s scene whose frame index differs from its own by 1 to ``gap``: ``(P,)`` int64."""
@@ -227,13 +250,14 @@ def make_batch(frames: list[Frame], model_cfg: BiFusionConfig, lut: np.ndarray, 
 
 
 class BatchSampler:
-    """Batch ``step`` = frames chosen and augmented by ``default_rng([seed, rank, step])``; with ``pairs``
+    """Batch ``step`` = frames chosen (among ``pool.at(step)``'s items) and augmented by
+    ``default_rng([seed, rank, step])``; with ``pairs``
     (the merge stage), ``max(1, batch_size // 2)`` anchor frames (distinct, among those with a partner) each
     followed by a partner drawn from :meth:`FramePool.partners` within ``pair_gap``, one world transform per
     pair."""
 
-    def __init__(self, pool: FramePool, cfg: DataConfig, model_cfg: BiFusionConfig, class_names: list[str],
-                 rank: int = 0):
+    def __init__(self, pool: "FramePool | RoomStream", cfg: DataConfig, model_cfg: BiFusionConfig,
+                 class_names: list[str], rank: int = 0):
         self.pool, self.cfg, self.model_cfg = pool, cfg, model_cfg
         self.lut = index_lookup(class_names)
         self.stuff = tuple(i for i, n in enumerate(class_names) if n in STUFF_CLASSES)
@@ -242,10 +266,11 @@ class BatchSampler:
 
     def batch(self, step: int, augment_frames: bool = True, pairs: bool = False) -> Batch:
         rng = np.random.default_rng([self.cfg.seed, self.rank, step])
+        pool = self.pool.at(step)
         if pairs:
-            return self._pair_batch(rng, augment_frames)
-        idx = rng.choice(len(self.pool), size=min(self.cfg.batch_size, len(self.pool)), replace=False)
-        frames = [self.pool.get(int(i)) for i in idx]
+            return self._pair_batch(pool, rng, augment_frames)
+        idx = rng.choice(len(pool), size=min(self.cfg.batch_size, len(pool)), replace=False)
+        frames = [pool.get(int(i)) for i in idx]
         if augment_frames:
             frames = [augment(f, rng, self.cfg) for f in frames]
         crop = self.cfg.crop_size if augment_frames else None  # validation sees whole frames, as the node does
@@ -253,11 +278,10 @@ class BatchSampler:
         b.items = [int(i) for i in idx]
         return b
 
-    def _pair_batch(self, rng: np.random.Generator, augment_frames: bool) -> Batch:
+    def _pair_batch(self, pool, rng: np.random.Generator, augment_frames: bool) -> Batch:
         gap = self.cfg.pair_gap
-        if self._with_partner is None:
-            self._with_partner = np.array([i for i in range(len(self.pool)) if len(self.pool.partners(i, gap))],
-                                          np.int64)
+        if self._with_partner is None:  # the same items at every step (a stream renews rooms, not its layout)
+            self._with_partner = np.array([i for i in range(len(pool)) if len(pool.partners(i, gap))], np.int64)
         anchors_ok = self._with_partner
         if len(anchors_ok) == 0:
             raise ValueError(f"no frame has a partner within data.pair_gap = {gap} frames of its scene: the merge "
@@ -266,8 +290,8 @@ class BatchSampler:
         anchors = rng.choice(anchors_ok, size=n_pairs, replace=False)
         items = []
         for a in anchors:
-            items += [int(a), int(rng.choice(self.pool.partners(int(a), gap)))]
-        frames = [self.pool.get(i) for i in items]
+            items += [int(a), int(rng.choice(pool.partners(int(a), gap)))]
+        frames = [pool.get(i) for i in items]
         if augment_frames:
             out = []
             for k in range(0, len(frames), 2):

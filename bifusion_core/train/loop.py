@@ -30,7 +30,7 @@ from ..models.bifusion import BiFusionModel
 from ..models.checkpoint import (CheckpointError, checkpoint_config, init_weights, load_weights, read_checkpoint,
                                  save_checkpoint)
 from .config import OptimConfig, TrainConfig
-from .data import BatchSampler, FramePool
+from .data import BatchSampler, training_pool
 from .stages import StageConfig, apply_stage, lora_parameters, stage_modules
 from .validate import merge_separation, validate
 
@@ -189,11 +189,11 @@ class Trainer:
         self.use_amp = o.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.criterion = BiFusionCriterion(cfg.loss)
-        self.train_pool = FramePool(cfg.data, "train")
+        self.train_pool = training_pool(cfg.data, "train", self.rank)
         self.sampler = BatchSampler(self.train_pool, cfg.data, cfg.model, self.model.class_names, self.rank)
         self.val_sampler = None
         if cfg.data.val_scenes or cfg.data.val_root:
-            self.val_sampler = BatchSampler(FramePool(cfg.data, "val"), cfg.data, cfg.model, self.model.class_names)
+            self.val_sampler = BatchSampler(training_pool(cfg.data, "val"), cfg.data, cfg.model, self.model.class_names)
         self.step = 0
         self.bad_steps = 0
         self.skipped = 0

@@ -12,6 +12,7 @@ unique in the scene (0 is reserved for "none").
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -191,6 +192,13 @@ class SceneConfig:
         wall_margin: range of the camera path's distance from the walls.
         clearance: minimum horizontal distance between the camera path and any furniture footprint.
         n_boxes, n_trash, n_doors, n_windows, n_pictures, n_cabinets, n_bookshelves: ``(min, max)`` counts.
+        light_gain: range of the room light's strength.
+        object_scale: range of a per-object uniform scale about its footprint centre, for the free-standing
+            objects nothing rests on (``(1, 1)``: none; at most 1, so that scaled objects still fit where they
+            were placed).
+        recolour: probability that an object is repainted with a random colour and texture (besides its own
+            palette), so that colour alone does not give its class away.
+    The defaults give the rooms of the embedded demo recording; :data:`VARIED_SCENE` is the training stream's.
     """
 
     room_min: tuple[float, float, float] = spec((4.5, 4.0, 2.5), gt=0)
@@ -206,6 +214,9 @@ class SceneConfig:
     n_pictures: tuple[int, int] = spec((1, 3), ge=0)
     n_cabinets: tuple[int, int] = spec((1, 2), ge=0)
     n_bookshelves: tuple[int, int] = spec((1, 2), ge=0)
+    light_gain: tuple[float, float] = spec((0.8, 1.2), gt=0)
+    object_scale: tuple[float, float] = spec((1.0, 1.0), gt=0, le=1)
+    recolour: float = spec(0.0, ge=0, le=1)
 
     def __post_init__(self) -> None:
         if any(hi < lo for lo, hi in zip(self.room_min, self.room_max)):
@@ -216,7 +227,7 @@ class SceneConfig:
         if not 0.3 <= self.camera_height[0] <= self.camera_height[1] < self.room_min[2] - 0.2:
             raise ValueError(f"camera_height {self.camera_height} must lie within the room")
         for name in ("wall_margin", "n_boxes", "n_trash", "n_doors", "n_windows", "n_pictures", "n_cabinets",
-                     "n_bookshelves"):
+                     "n_bookshelves", "light_gain", "object_scale"):
             lo, hi = getattr(self, name)
             if hi < lo:
                 raise ValueError(f"{name} must be a (min, max) range with 0 <= min <= max, got {(lo, hi)}")
@@ -694,6 +705,7 @@ def generate_scene(seed: int = 0, config: SceneConfig | None = None) -> Syntheti
             objects.append(SceneObject(inst, label, shell_names[i], [i]))
     next_inst = 7
     for obj, xy, yaw in placed:
+        obj = _varied(obj, rng, cfg)
         moved = _moved(obj, (xy[0], xy[1], 0.0), yaw)
         label = SCANNET200.id_of(obj.name)
         idx = []
@@ -706,4 +718,38 @@ def generate_scene(seed: int = 0, config: SceneConfig | None = None) -> Syntheti
         next_inst += 1
     light = np.array([path.center[0] + rng.uniform(-0.5, 0.5), path.center[1] + rng.uniform(-0.5, 0.5), H - 0.3])
     return SyntheticScene(size=size, ceiling=cfg.ceiling, primitives=primitives, objects=objects, path=path,
-                          light=light, light_gain=float(rng.uniform(0.8, 1.2)), seed=int(seed))
+                          light=light, light_gain=float(rng.uniform(*cfg.light_gain)), seed=int(seed))
+
+
+def _varied(obj: _Obj, rng: np.random.Generator, cfg: SceneConfig) -> _Obj:
+    """``obj`` scaled by a random factor in ``cfg.object_scale`` about its footprint centre and, with
+    probability ``cfg.recolour``, repainted (one random colour and texture for all its parts). Draws nothing from
+    ``rng`` with the defaults, so default rooms are unchanged."""
+    specs = obj.specs
+    if cfg.object_scale != (1.0, 1.0) and obj.name in _SCALABLE:
+        s = float(rng.uniform(*cfg.object_scale))
+        specs = [dataclasses.replace(p, center=np.asarray(p.center) * s, half=np.asarray(p.half) * s) for p in specs]
+    if cfg.recolour > 0 and rng.random() < cfg.recolour:
+        colour = _random_colour(rng)
+        tex = int(rng.choice([TEX_PLAIN, TEX_FABRIC, TEX_STRIPES, TEX_WOOD]))
+        specs = [dataclasses.replace(p, color=_jitter(rng, colour, 0.04), texture=tex) for p in specs]
+    return _Obj(obj.name, specs) if specs is not obj.specs else obj
+
+
+_SCALABLE = frozenset({"table", "chair", "office chair", "couch", "cabinet", "bookshelf", "trash can", "plant",
+                       "lamp"})
+"""Objects that stand on the floor with nothing on them: scaling one about its origin leaves no other object
+floating (a desk carries its monitor, a bed its pillows, a box may carry a box; doors and pictures hang)."""
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """An RGB colour in [0, 1] of random hue, saturation 0.2-0.8 and value 0.25-0.95."""
+    h, s, v = rng.uniform(0, 1), rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.95)
+    k = (np.array([5.0, 3.0, 1.0]) + h * 6) % 6
+    return v - v * s * np.clip(np.minimum(k, 4 - k), 0, 1)
+
+
+VARIED_SCENE = SceneConfig(n_boxes=(2, 6), n_trash=(1, 3), n_pictures=(1, 4), light_gain=(0.55, 1.4),
+                           object_scale=(0.8, 1.0), recolour=0.3)
+"""The rooms of the training stream (:mod:`.stream`): more clutter, dimmer and brighter light, smaller objects
+and repainted ones."""
