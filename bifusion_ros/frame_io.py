@@ -27,14 +27,34 @@ from bifusion_ros.sync import stamp_to_ns
 __all__ = ["frame_inputs", "frame_outputs", "load_processor", "result_outputs", "map_outputs"]
 
 
-def load_processor(checkpoint: str | None, device: str = "auto", half: bool = False, voxel_size: float = 0.0):
+def load_processor(checkpoint: str | None, device: str = "auto", half: bool = False, voxel_size: float = 0.0,
+                   superpoints_from_masks: bool = False):
     """``bifusion_core.pipeline.FrameProcessor.from_checkpoint`` from node-style settings: an empty
-    ``checkpoint`` means the shipped demo checkpoint, ``voxel_size`` 0 the checkpoint's own. Raises
-    ``FileNotFoundError`` / ``CheckpointError`` (a ``ValueError``) for a missing or invalid checkpoint."""
+    ``checkpoint`` means the shipped demo checkpoint, ``voxel_size`` 0 the checkpoint's own;
+    ``superpoints_from_masks`` as the node's parameter. Raises ``FileNotFoundError`` / ``CheckpointError`` (a
+    ``ValueError``) for a missing or invalid checkpoint."""
     from bifusion_core.pipeline import FrameProcessor
 
     return FrameProcessor.from_checkpoint(checkpoint or None, device, half=bool(half),
-                                          voxel_size=float(voxel_size) or None)
+                                          voxel_size=float(voxel_size) or None,
+                                          superpoints_from_masks=bool(superpoints_from_masks))
+
+
+def mask_message(cache, msg) -> str:
+    """A segmenter's mask message into the :class:`~bifusion_core.pipeline.mask_cache.MaskCache` (converted
+    with :func:`bifusion_ros.convert.id_image_to_numpy`). Returns ``""``, or why the mask was skipped (counted
+    by the cache: ``bad_encoding``, ``bad_image``) with the details, for the caller's log."""
+    encoding = str(getattr(msg, "encoding", ""))
+    if encoding not in convert.ID_ENCODINGS:
+        cache.reject("bad_encoding")
+        return f"bad_encoding: mask encoding {encoding!r} is not one of {', '.join(convert.ID_ENCODINGS)}"
+    try:
+        masks = convert.id_image_to_numpy(msg)
+    except (ValueError, TypeError) as exc:
+        cache.reject("bad_image")
+        return f"bad_image: {exc}"
+    cache.add(stamp_to_ns(msg.header.stamp), masks)
+    return ""
 
 
 def frame_inputs(color, depth, info, depth_scale: float = 0.001) -> FrameInputs:

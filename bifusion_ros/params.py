@@ -108,6 +108,17 @@ PARAMS: tuple[ParamSpec, ...] = (
               "message_filters ApproximateTimeSynchronizer.", range=(0.0, 1.0), read_only=True, unit="s"),
     ParamSpec("sync_queue_size", 10,
               "Messages queued per input of the synchroniser.", range=(1, 100), read_only=True),
+    ParamSpec("mask_topic", "",
+              "2D instance masks of a segmenter node (sensor_msgs/Image mono8, mono16, 16UC1 or 32SC1 ids, 0 = no "
+              "mask; the colour image's size, stamped like it), matched to frames by stamp; empty = off (VCCS "
+              "superpoints alone). A mask of another encoding or size is skipped and counted, its frame processed.",
+              read_only=True),
+    ParamSpec("mask_timeout", 0.1,
+              "How long (s) a frame waits for its mask before it is processed without one.",
+              range=(0.0, 5.0), read_only=True, unit="s"),
+    ParamSpec("superpoints_from_masks", False,
+              "With masks: one superpoint per mask (ESAM's rule), VCCS only for the points no mask covers; "
+              "false: VCCS superpoints cut along the mask borders.", read_only=True),
     ParamSpec("depth_scale", 0.001,
               "Metres per unit of a 16UC1 depth image (RealSense: 0.001 = millimetres); 32FC1 depth is metres.",
               range=(1e-6, 1.0), unit="m"),

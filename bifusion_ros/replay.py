@@ -66,10 +66,12 @@ from typing import Any
 
 import numpy as np
 
+from bifusion_core.pipeline.mask_cache import MaskCache
 from bifusion_core.pipeline.session import FrameInputs, FrameSession, FrameSkipped
 from bifusion_ros import convert
 from bifusion_ros.bag_paths import STORAGES, resolve_bag_path
-from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor as load_frame_processor, map_outputs
+from bifusion_ros.frame_io import (frame_inputs, frame_outputs, load_processor as load_frame_processor, map_outputs,
+                                   mask_message)
 from bifusion_ros.params import (defaults, map_config as node_map_config, parse_string_list, resolve_topic, spec,
                                  validate)
 from bifusion_ros.sync import ApproximateTimeSynchronizer, stamp_to_ns
@@ -94,7 +96,7 @@ OUTPUT_TOPICS = {name: resolve_topic(_P[f"{name}_topic"]) for name in OUTPUT_TYP
 
 _GT_KEEP = 32  # ground-truth images / results waiting for their counterpart, per topic (oldest dropped)
 
-GT_ENCODINGS = ("16UC1", "mono16", "32SC1", "mono8")
+GT_ENCODINGS = convert.ID_ENCODINGS
 """Encodings a ground-truth label-id / instance-id image may have (one channel, integer; the synthetic bag writes
 ``16UC1``)."""
 
@@ -142,6 +144,9 @@ class ReplayConfig:
         map_config: the map's settings (default: the node's ``map_*`` parameter defaults,
             :func:`bifusion_ros.params.map_config`).
         map_publish_period: seconds of image stamps between two map messages (the node's parameter).
+        mask_topic: 2D instance masks of a segmenter in the bag (the node's ``mask_topic``; empty: none). A set
+            waits for the mask of its stamp up to ``mask_timeout`` of bag time after it is complete, as the node's
+            worker waits (:mod:`bifusion_core.pipeline.mask_cache`); ``superpoints_from_masks`` as the node's.
     """
 
     bag: str | Path
@@ -174,6 +179,9 @@ class ReplayConfig:
     oracle_instances: bool = False
     map_config: Any = None
     map_publish_period: float = _P["map_publish_period"]
+    mask_topic: str = _P["mask_topic"]
+    mask_timeout: float = _P["mask_timeout"]
+    superpoints_from_masks: bool = _P["superpoints_from_masks"]
 
     def __post_init__(self) -> None:
         from bifusion_core.mapping import MapConfig
@@ -205,7 +213,7 @@ class ReplayConfig:
 
 _NODE_PARAMS = ("color_topic", "depth_topic", "world_frame", "camera_frame", "on_missing_tf", "tf_timeout",
                 "sync_slop", "sync_queue_size", "depth_scale", "score_threshold", "voxel_size", "device", "half",
-                "map", "map_publish_period")
+                "map", "map_publish_period", "mask_topic", "mask_timeout", "superpoints_from_masks")
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -378,6 +386,8 @@ class _Replay:
         self.gt_kinds: list[str] = []
         self.bag: _OutputBag | None = None
         self.bar = None
+        # the masks of cfg.mask_topic by stamp, as the node's cache (None: no mask topic)
+        self.masks = MaskCache(keep=max(30, 4 * cfg.sync_queue_size), timeout=cfg.mask_timeout) if cfg.mask_topic else None
 
     # ---------------------------------------------------------------------------------------------- helpers
     def _skip(self, reason: str, detail: str) -> None:
@@ -454,6 +464,13 @@ class _Replay:
         inputs.timings["convert"] = time.perf_counter() - t0
         self.pending.append(_Pending(inputs, color.header.stamp, t_ns))
 
+    def on_mask(self, msg) -> None:
+        """A segmenter's mask into the cache (one it cannot read is counted and logged, its frame goes on)."""
+        why = mask_message(self.masks, msg)
+        if why:
+            self.session.warn_throttled("mask_" + why.split(":")[0], f"2D mask skipped ({why}); its frame is "
+                                                                     "processed without it")
+
     def on_gt(self, kind: str, msg) -> None:
         """A ground-truth image (``kind`` ``semantic`` or ``instance``), validated here: one with an encoding
         outside :data:`GT_ENCODINGS` or malformed data is kept as a :class:`_BadGt`, so that the frame of its
@@ -493,8 +510,12 @@ class _Replay:
         ambiguous repeated stamp (:class:`~bifusion_ros.tf_buffer.RepeatedDataError`) is not waited for: more
         ``/tf`` cannot resolve it."""
         timeout_ns = int(round(self.cfg.tf_timeout * 1e9))
+        mask_ns = int(round(self.cfg.mask_timeout * 1e9))
         while self.pending:
             p = self.pending[0]
+            if (self.masks is not None and now_ns is not None and now_ns <= p.arrival + mask_ns
+                    and not self.masks.has(stamp_to_ns(p.stamp))):
+                return  # the node's worker waits up to mask_timeout for the frame's mask
             t0 = time.perf_counter()
             try:
                 pose, out_frame = self._lookup(p), self.cfg.world_frame
@@ -532,6 +553,11 @@ class _Replay:
         stamp_ns = stamp_to_ns(p.stamp)
         timings = p.inputs.timings
         self._change_classes()
+        if self.masks is not None:
+            p.inputs.masks, why = self.masks.take(stamp_ns, p.inputs.rgb.shape[:2], wait=0.0)
+            if why == "size_mismatch":
+                self.session.warn_throttled("mask_size_mismatch", f"2D mask at {stamp_ns / 1e9:.3f} s has another size "
+                                                                  "than the colour image: skipped, frame processed")
         try:
             result = self.session.process(p.inputs, pose, out_frame)
         except FrameSkipped as skip:  # counted like the node does
@@ -664,6 +690,8 @@ class _Replay:
                 "tf_static": _select(conns, TOPIC_TF_STATIC, TF_MESSAGE, "static TF", False, listing),
                 "semantic": _select(conns, cfg.gt_semantic_topic, IMAGE, "ground-truth semantic", False, listing),
                 "instance": _select(conns, cfg.gt_instance_topic, IMAGE, "ground-truth instance", False, listing),
+                "masks": (_select(conns, cfg.mask_topic, IMAGE, "2D instance mask", True, listing)
+                          if cfg.mask_topic else []),
             }
         except ReplayError:
             self.close()
@@ -723,9 +751,9 @@ class _Replay:
             except ValueError as exc:
                 log.warning("ignoring a malformed /tf_static message: %s", exc)
 
-        role = {c.id: kind for kind in ("color", "depth", "info", "tf", "semantic", "instance")
-                for c in topics[kind]}
-        wanted = [c for kind in ("color", "depth", "info", "tf", "semantic", "instance") for c in topics[kind]]
+        kinds = ("color", "depth", "info", "tf", "semantic", "instance", "masks")
+        role = {c.id: kind for kind in kinds for c in topics[kind]}
+        wanted = [c for kind in kinds for c in topics[kind]]
         inputs = {"color": 0, "depth": 1, "info": 2}
         total = n_colour if cfg.max_frames is None else min(n_colour, cfg.max_frames)
         self.bar = _progress(total, cfg.progress)
@@ -745,6 +773,8 @@ class _Replay:
                         self.on_tf(msg)
                     elif kind in inputs:
                         self.on_input(inputs[kind], msg, t_ns)
+                    elif kind == "masks":
+                        self.on_mask(msg)
                     else:
                         self.on_gt(kind, msg)
                     self.drain(t_ns)
@@ -795,6 +825,7 @@ class _Replay:
             "skip_examples": dict(self.session.first_detail),
             "identity_pose": self.session.counter("identity_pose"),
             "class_changes": self.session.counter("class_changes"),
+            "masks": self.masks.summary() if self.masks is not None else None,
             "evaluated": self.evaluator.frames if self.evaluator else 0,
             "without_gt": without_gt,
             "gt_skipped": {reason: self.gt_skipped[reason] for reason in GT_SKIP_REASONS},
@@ -854,7 +885,8 @@ def load_processor(cfg: ReplayConfig):
     """``FrameProcessor.from_checkpoint`` for ``cfg`` with ``cfg.classes`` applied (:class:`ReplayError` for a
     missing / invalid checkpoint, or classes the model refuses)."""
     try:
-        processor = load_frame_processor(cfg.checkpoint, cfg.device, cfg.half, cfg.voxel_size)
+        processor = load_frame_processor(cfg.checkpoint, cfg.device, cfg.half, cfg.voxel_size,
+                                         cfg.superpoints_from_masks)
     except (FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
         raise ReplayError(str(exc)) from None
     _set_classes(processor, cfg.classes)
@@ -978,6 +1010,13 @@ def build_parser(prog: str = "python -m bifusion_ros.replay") -> argparse.Argume
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="inference device (default auto)")
     g.add_argument("--half", action="store_true", help="half precision: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16 / AMX)")
     g.add_argument("--classes", help="class names / prompts replacing the checkpoint's: 'a,b,c' or '[a, b, c]'")
+    g.add_argument("--mask-topic", default=_P["mask_topic"],
+                   help="2D instance masks of a segmenter in the bag (mono8/mono16/16UC1/32SC1 ids, 0 none), as the "
+                        "node's mask_topic; e.g. /bifusion/masks of `synthetic_bag --masks noisy`")
+    g.add_argument("--mask-timeout", type=float, default=_P["mask_timeout"],
+                   help="bag seconds a set waits for its mask (the node's mask_timeout)")
+    g.add_argument("--superpoints-from-masks", action="store_true",
+                   help="one superpoint per mask (ESAM), VCCS for the rest; default: VCCS cut along mask borders")
     g.add_argument("--classes-at", action="append", default=[], metavar="K=LIST",
                    help="before the K-th processed frame (from 0) switch to the classes LIST ('a,b' or '[a, b]'; "
                         "empty: the checkpoint's), as `ros2 param set` on the node; the map is reset; repeatable")
@@ -1076,7 +1115,8 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
         depth_scale=args.depth_scale, score_threshold=args.score_threshold, voxel_size=args.voxel_size,
         max_frames=args.max_frames, save_every=args.save_every, min_region_size=args.min_region_size,
         storage=args.storage, progress=not args.quiet, map=args.map, oracle_instances=args.oracle_instances,
-        map_config=map_config, map_publish_period=args.map_publish_period)
+        map_config=map_config, map_publish_period=args.map_publish_period, mask_topic=args.mask_topic,
+        mask_timeout=args.mask_timeout, superpoints_from_masks=args.superpoints_from_masks)
 
 
 def run(cfg: ReplayConfig, processor=None, per_class: bool = True) -> int:

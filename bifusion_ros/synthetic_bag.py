@@ -18,6 +18,8 @@ topic                                                type                       
                                                                                   id per pixel (0 none)
 ``/bifusion/gt/instance``                            sensor_msgs/msg/Image        ``16UC1`` instance id per
                                                                                   pixel (0 none)
+``/bifusion/masks`` (with ``--masks``)               sensor_msgs/msg/Image        ``16UC1`` 2D instance mask
+                                                                                  id per pixel (0 none)
 ==================================================== ============================ ==========================
 
 Images and camera infos have ``frame_id`` ``camera_color_optical_frame`` (x right, y down, z forward; the
@@ -26,7 +28,10 @@ depth is aligned to the colour camera). ``/tf`` carries the moving camera pose i
 optical rotation, zero translation: realsense2_camera's ``camera_color_frame`` is folded into it.
 
 The ground-truth topics are not part of a real RealSense recording; they let replay score its output (read
-them with :func:`bifusion_ros.convert.raw_image_array`). Every message is built and validated by
+them with :func:`bifusion_ros.convert.raw_image_array`). ``/bifusion/masks`` stands in for a 2D segmenter
+node's output (SAM, FastSAM): ``--masks noisy`` writes a noisy version of the instance image (dropped, merged,
+split masks with moved borders, :func:`bifusion_core.data.synthetic.masks.noisy_masks`), ``--masks gt`` the
+exact instances (the upper bound); replay and the node read it with ``--mask-topic`` / ``mask_topic``. Every message is built and validated by
 :mod:`bifusion_ros.convert` (the converters the node and replay use). This module imports ``rosbags`` (kept out
 of :mod:`bifusion_core`).
 """
@@ -49,7 +54,7 @@ from .convert import (check_rgb_depth, intrinsics_to_camera_info, make_header, m
 from .interfaces import typestore
 
 __all__ = ["TOPIC_COLOR", "TOPIC_COLOR_INFO", "TOPIC_DEPTH", "TOPIC_DEPTH_INFO", "TOPIC_TF", "TOPIC_TF_STATIC",
-           "TOPIC_GT_SEMANTIC", "TOPIC_GT_INSTANCE", "MAP_FRAME", "BODY_FRAME", "OPTICAL_FRAME", "R_LINK_OPTICAL",
+           "TOPIC_GT_SEMANTIC", "TOPIC_GT_INSTANCE", "TOPIC_MASKS", "MAP_FRAME", "BODY_FRAME", "OPTICAL_FRAME", "R_LINK_OPTICAL",
            "IMAGE", "CAMERA_INFO", "TF_MESSAGE", "link_from_optical", "SyntheticBagWriter", "write_sequence",
            "build_parser", "main"]
 
@@ -63,6 +68,7 @@ TOPIC_TF = "/tf"
 TOPIC_TF_STATIC = "/tf_static"
 TOPIC_GT_SEMANTIC = "/bifusion/gt/semantic"
 TOPIC_GT_INSTANCE = "/bifusion/gt/instance"
+TOPIC_MASKS = "/bifusion/masks"
 
 MAP_FRAME = "map"
 BODY_FRAME = "camera_link"
@@ -104,8 +110,9 @@ class SyntheticBagWriter:
     must not exist yet.
     """
 
-    def __init__(self, path, storage: str | None = None, distro: str = "ROS2_HUMBLE"):
+    def __init__(self, path, storage: str | None = None, distro: str = "ROS2_HUMBLE", masks: bool = False):
         self.path, self.storage = bag_location(path, storage)
+        self.with_masks = bool(masks)
         if self.path.exists():
             raise FileExistsError(f"bag {self.path} already exists (remove it or choose another name)")
         self.store = typestore(distro)
@@ -125,6 +132,8 @@ class SyntheticBagWriter:
                                (TOPIC_DEPTH_INFO, CAMERA_INFO), (TOPIC_TF, TF_MESSAGE), (TOPIC_GT_SEMANTIC, IMAGE),
                                (TOPIC_GT_INSTANCE, IMAGE)):
             self._conns[topic] = w.add_connection(topic, msgtype, typestore=s)
+        if self.with_masks:
+            self._conns[TOPIC_MASKS] = w.add_connection(TOPIC_MASKS, IMAGE, typestore=s)
         self._conns[TOPIC_TF_STATIC] = w.add_connection(TOPIC_TF_STATIC, TF_MESSAGE, typestore=s,
                                                         offered_qos_profiles=[_TRANSIENT_LOCAL])
         return self
@@ -140,7 +149,8 @@ class SyntheticBagWriter:
         self._writer.write(conn, int(stamp_ns), self.store.serialize_cdr(msg, conn.msgtype))
 
     def write_frame(self, stamp_ns: int, rgb: np.ndarray, depth_mm: np.ndarray, intrinsics: np.ndarray,
-                    pose: np.ndarray, semantic: np.ndarray | None = None, instance: np.ndarray | None = None) -> None:
+                    pose: np.ndarray, semantic: np.ndarray | None = None, instance: np.ndarray | None = None,
+                    masks: np.ndarray | None = None) -> None:
         """One frame. Every message is built (and checked) before any is written, so a bad frame leaves the bag
         as it was.
 
@@ -151,6 +161,7 @@ class SyntheticBagWriter:
             intrinsics: ``(3, 3)`` camera matrix of both images, pixels.
             pose: ``(4, 4)`` optical-frame camera-to-map transform (a ScanNet pose), metres.
             semantic, instance: optional ``(H, W)`` integer ground truth (label ids, instance ids; 0 none).
+            masks: optional ``(H, W)`` integer 2D instance masks (0 none); needs a writer made with ``masks``.
 
         Raises:
             ValueError: sizes that differ, a non-integer depth or id image, ids outside 0..65535, intrinsics or a
@@ -172,7 +183,9 @@ class SyntheticBagWriter:
         info = intrinsics_to_camera_info(intrinsics, optical, msgs, width=w, height=h)
         out += [(TOPIC_COLOR_INFO, info), (TOPIC_COLOR, numpy_to_image(rgb, "rgb8", optical, msgs)),
                 (TOPIC_DEPTH_INFO, info), (TOPIC_DEPTH, numpy_to_image(depth_mm, "16UC1", optical, msgs))]
-        for topic, arr in ((TOPIC_GT_SEMANTIC, semantic), (TOPIC_GT_INSTANCE, instance)):
+        if masks is not None and not self.with_masks:
+            raise ValueError("this writer has no mask topic: create it with masks=True")
+        for topic, arr in ((TOPIC_GT_SEMANTIC, semantic), (TOPIC_GT_INSTANCE, instance), (TOPIC_MASKS, masks)):
             if arr is not None:
                 ids = _integer_image(arr, topic)
                 if ids.max(initial=0) > 65535 or ids.min(initial=0) < 0:
@@ -186,17 +199,34 @@ class SyntheticBagWriter:
         self.frames += 1
 
 
-def write_sequence(seq, path, storage: str | None = None, progress: bool = False, desc: str | None = None) -> Path:
+def write_sequence(seq, path, storage: str | None = None, progress: bool = False, desc: str | None = None,
+                   masks=None) -> Path:
     """Render every frame of ``seq`` (a :class:`bifusion_core.data.synthetic.SyntheticSequence`) into a new bag
-    ``path`` (see :class:`SyntheticBagWriter`), ground truth included; returns the bag directory."""
+    ``path`` (see :class:`SyntheticBagWriter`), ground truth included; returns the bag directory. ``masks``: a
+    :class:`~bifusion_core.data.synthetic.masks.MaskNoise` to also write 2D instance masks (frame ``i``'s noise
+    drawn from ``default_rng([seed, i, MASK_RNG])``), None: none."""
     from tqdm import tqdm
 
-    with SyntheticBagWriter(path, storage) as writer:
+    from bifusion_core.data.synthetic.masks import noisy_masks
+
+    with SyntheticBagWriter(path, storage, masks=masks is not None) as writer:
         for i in tqdm(range(len(seq)), desc=desc or writer.path.name, unit="frame", disable=not progress):
             r = seq.render(i)
+            m = None if masks is None else noisy_masks(r.instance, np.random.default_rng([seq.seed, i, MASK_RNG]), masks)
             writer.write_frame(int(seq.stamps_ns[i]), r.rgb, r.depth_mm, r.intrinsics, r.pose, r.semantic,
-                               r.instance)
+                               r.instance, m)
     return writer.path
+
+
+MASK_RNG = 0x3A5C
+MASK_CHOICES = ("none", "noisy", "gt")
+
+
+def mask_noise(choice: str):
+    """``--masks`` -> the :class:`~bifusion_core.data.synthetic.masks.MaskNoise` (None for ``none``)."""
+    from bifusion_core.data.synthetic.masks import ORACLE, MaskNoise
+
+    return {"none": None, "noisy": MaskNoise(), "gt": ORACLE}[choice]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bag to write: FILE.mcap, FILE.db3 or a directory name (must not exist)")
     p.add_argument("--storage", choices=STORAGES, help="storage of a --out without suffix (default mcap)")
     add_sequence_arguments(p)
+    p.add_argument("--masks", choices=MASK_CHOICES, default="none",
+                   help=f"also write 2D instance masks on {TOPIC_MASKS} as a segmenter node would: noisy (dropped, "
+                        "merged, split masks) or gt (exact instances); default none")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -235,7 +268,8 @@ def main(argv=None) -> int:
             seq = SyntheticSequence(seed, seq_cfg)
             log.info("%s: room %.1f x %.1f x %.1f m, %d objects, %d frames %dx%d", scene_name(seed), *seq.scene.size,
                      len(seq.scene.objects), len(seq), args.width, args.height)
-            print(write_sequence(seq, target, args.storage, progress=not args.quiet, desc=scene_name(seed)))
+            print(write_sequence(seq, target, args.storage, progress=not args.quiet, desc=scene_name(seed),
+                                 masks=mask_noise(args.masks)))
     except (ValueError, FileExistsError) as exc:
         log.error("%s", exc)
         return 2

@@ -519,3 +519,80 @@ def test_classes_at_changes_the_label_space_between_frames_as_the_node_does(reco
         ReplayConfig(bag=recording, out=tmp_path / "o3", classes_at=[(1, ["a"]), (1, ["b"])])
     bad = _cli("-m", "bifusion_ros.replay", "--bag", str(recording), "--out", str(tmp_path / "o4"), "--classes-at", "x=chair")
     assert bad.returncode == 2 and "--classes-at 'x=chair'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def mask_recording(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mrec")
+    assert bag_main(["--out", str(out / "rec.mcap"), "--frames", str(FRAMES), "--seed", str(SEED), "--width", str(W),
+                     "--height", str(H), "--loop", "0.25", "--masks", "noisy", "-q"]) == 0
+    return out / "rec"
+
+
+@pytest.mark.parametrize("from_masks", [False, True], ids=["cut", "esam"])
+def test_replay_with_a_mask_topic_equals_the_pipeline_on_the_same_frames(mask_recording, processor, tmp_path,
+                                                                          from_masks):
+    from dataclasses import replace
+
+    from bifusion_core.pipeline import Frame
+    from bifusion_ros.convert import id_image_to_numpy
+    from bifusion_ros.synthetic_bag import TOPIC_MASKS
+
+    sp_before = processor.model.cfg.superpoints
+    processor.model.cfg.superpoints = replace(sp_before, from_masks=from_masks)
+    # without TF, in the camera frame (identity pose), so that the pipeline can be given the very same frames
+    bag = copy_bag(mask_recording, tmp_path / "no_tf", drop=(TOPIC_TF, TOPIC_TF_STATIC))
+    try:
+        m = replay(ReplayConfig(bag=bag, out=tmp_path / "o", mask_topic=TOPIC_MASKS, save_every=0, map=False,
+                                on_missing_tf="identity", progress=False), processor=processor)
+        assert m["frames"]["processed"] == FRAMES
+        assert m["frames"]["masks"] == {"received": FRAMES, "used": FRAMES, "frames_without_mask": 0,
+                                        "skipped": {"bad_encoding": 0, "bad_image": 0, "size_mismatch": 0}}
+        _, out = read_bag(tmp_path / "o" / "output_bag")
+        _, inp = read_bag(mask_recording)
+        colour = [image_to_numpy(x) for _, x in inp["/camera/camera/color/image_raw"]]
+        depth = [image_to_numpy(x) for _, x in inp["/camera/camera/aligned_depth_to_color/image_raw"]]
+        masks = [id_image_to_numpy(x) for _, x in inp[TOPIC_MASKS]]
+        info = inp["/camera/camera/color/camera_info"][0][1]
+        k = np.asarray(info.k).reshape(3, 3)
+        clouds = [cloud_to_numpy(c) for _, c in out[OUTPUT_TOPICS["cloud"]]]
+        for i in range(FRAMES):  # the same labels as the pipeline on the frame with its mask (camera frame: no pose)
+            ref = processor.process(Frame(colour[i], depth[i], (k[0, 0], k[1, 1], k[0, 2], k[1, 2]), np.eye(4),
+                                          masks=masks[i]))
+            assert len(clouds[i]) == ref.num_points
+            assert np.array_equal(clouds[i]["instance"], ref.instance)
+            assert np.array_equal(clouds[i]["label"].astype(np.int64), np.where(ref.semantic >= 0, ref.semantic, 2**32 - 1))
+            np.testing.assert_array_equal(clouds[i]["score"], ref.score)
+    finally:
+        processor.model.cfg.superpoints = sp_before
+
+
+def test_bad_masks_are_counted_skips_of_the_mask_not_of_the_frame(mask_recording, processor, tmp_path, caplog):
+    from dataclasses import replace
+
+    from bifusion_ros.convert import numpy_to_image, raw_image_array, rosbags_factory
+    from bifusion_ros.synthetic_bag import TOPIC_MASKS
+
+    msgs = rosbags_factory(typestore())
+
+    def edit(topic, t, msg, i):
+        if topic == TOPIC_MASKS and i == 0:  # another size than the colour image
+            msg = numpy_to_image(raw_image_array(msg)[::2, ::2], "16UC1", msg.header, msgs)
+        elif topic == TOPIC_MASKS and i == 1:  # a colour image on the mask topic
+            ids = raw_image_array(msg)
+            msg = numpy_to_image(np.repeat((ids % 256)[..., None].astype(np.uint8), 3, axis=2), "rgb8", msg.header, msgs)
+        elif topic == TOPIC_MASKS and i == 2:  # truncated
+            msg = replace(msg, data=msg.data[:-3])
+        return t, msg
+
+    bag = rewrite_bag(mask_recording, tmp_path / "bad_masks", edit)
+    m = replay(ReplayConfig(bag=bag, out=tmp_path / "o", mask_topic=TOPIC_MASKS, save_every=0, progress=False),
+               processor=processor)
+    f = m["frames"]
+    assert f["processed"] == FRAMES and sum(f["skipped_by_reason"].values()) == 0
+    assert f["masks"] == {"received": FRAMES, "used": FRAMES - 3, "frames_without_mask": 3,
+                          "skipped": {"bad_encoding": 1, "bad_image": 1, "size_mismatch": 1}}
+    assert "2D mask skipped (bad_encoding" in caplog.text and "Traceback" not in caplog.text
+    # a mask topic the bag does not have is refused up front, naming the bag's topics
+    with pytest.raises(ReplayError, match="/no/masks"):
+        replay(ReplayConfig(bag=bag, out=tmp_path / "o2", mask_topic="/no/masks", progress=False), processor=processor)

@@ -40,6 +40,9 @@ class Frame:
         semantic: ``(H, W)`` int64 ScanNet label ids (0 = unlabelled) of a dataset frame, or None.
         instance: ``(H, W)`` int64 instance ids, unique per scene (0 = none), or None.
         name: the frame's name in its recording (a ScanNet file stem, a synthetic frame's index).
+        masks: ``(H, W)`` integer 2D instance-mask ids aligned with ``rgb`` (e.g. from a SAM / FastSAM node;
+            0 or negative = no mask), or None. The pipeline cuts superpoints along them
+            (:func:`point_masks`, ``SuperpointConfig.from_masks``); without them it uses VCCS alone.
 
     Raises:
         ValueError: naming the field that breaks the contract.
@@ -54,6 +57,7 @@ class Frame:
     semantic: np.ndarray | None = None
     instance: np.ndarray | None = None
     name: str = ""
+    masks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         rgb, depth = self.rgb, self.depth
@@ -90,6 +94,11 @@ class Frame:
             if arr is not None and (not isinstance(arr, np.ndarray) or arr.shape != depth.shape):
                 raise ValueError(f"frame {self.name!r}: {what} must be an {depth.shape} array like depth, got "
                                  f"{_describe(arr)}")
+        m = self.masks
+        if m is not None and (not isinstance(m, np.ndarray) or m.shape != depth.shape
+                              or not (np.issubdtype(m.dtype, np.integer) or m.dtype == np.bool_)):
+            raise ValueError(f"frame {self.name!r}: masks must be an integer {depth.shape} array like depth, got "
+                             f"{_describe(m)}")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -101,6 +110,14 @@ class Frame:
         """``(3, 3)`` float64 pinhole matrix of ``intrinsics``."""
         fx, fy, cx, cy = self.intrinsics
         return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def point_masks(masks: np.ndarray, pixels) -> np.ndarray:
+    """Per-point mask ids ``(N,)`` int64 of a frame's ``masks`` image read at the points' ``pixels`` ``(N, 2)``
+    ``(u, v)``; -1 where no mask covers the pixel (ids 0 and negative)."""
+    px = np.asarray(pixels)
+    ids = masks[px[:, 1], px[:, 0]].astype(np.int64)
+    return np.where(ids > 0, ids, -1)
 
 
 def _describe(x) -> str:

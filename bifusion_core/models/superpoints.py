@@ -12,7 +12,9 @@ supervoxel is re-seeded at the voxel nearest its centre and grown again (``refin
 that no seed reaches (components without a seed) get their own seeds until every voxel has a label.
 
 When 2D instance masks are given (per-point mask id, -1 for none), adjacency between voxels of different
-masks is cut and every mask gets its own seeds, so no superpoint straddles two masks.
+masks is cut and every mask gets its own seeds, so no superpoint straddles two masks. With
+``SuperpointConfig.from_masks`` ESAM's rule applies instead: every mask is one superpoint, and only the points no
+mask covers are clustered by VCCS.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class SuperpointConfig:
     colour_weight: float = spec(0.4, ge=0)
     normal_weight: float = spec(1.0, ge=0)
     refine_iters: int = spec(1, ge=0)
+    from_masks: bool = False  # with 2D masks: one superpoint per mask (ESAM), VCCS for the points of no mask
 
     def __post_init__(self) -> None:
         if not self.seed_size >= self.voxel_size:
@@ -220,6 +223,8 @@ def compute_superpoints(points: torch.Tensor, colours: torch.Tensor, cfg: Superp
     if masks is not None and masks.shape != (points.shape[0],):
         raise ValueError(f"masks must be (N,), got {tuple(masks.shape)}")
     points = points.float()
+    if masks is not None and cfg.from_masks:
+        return _mask_superpoints(points, colours, masks, cfg)
     g = _VoxelGraph(points, colours.float(), masks, cfg)
     label = torch.full((g.count,), -1, dtype=torch.int64, device=points.device)
     n = 0
@@ -246,6 +251,24 @@ def compute_superpoints(points: torch.Tensor, colours: torch.Tensor, cfg: Superp
     _, label = torch.unique(label, return_inverse=True)  # contiguous ids in order of first label
     ids = label[g.inverse]
     count = int(label.max()) + 1
+    centres, extents, sizes = superpoint_stats(points, ids, count)
+    return Superpoints(ids, count, centres, extents, sizes)
+
+
+def _mask_superpoints(points: torch.Tensor, colours: torch.Tensor, masks: torch.Tensor,
+                      cfg: SuperpointConfig) -> Superpoints:
+    """ESAM's superpoints: one per mask id (in increasing id order), then VCCS over the points of no mask."""
+    masks = masks.to(device=points.device, dtype=torch.int64)
+    ids = torch.empty(points.shape[0], dtype=torch.int64, device=points.device)
+    covered = masks >= 0
+    _, local = torch.unique(masks[covered], return_inverse=True)
+    ids[covered] = local
+    count = int(local.max()) + 1 if local.numel() else 0
+    rest = (~covered).nonzero().squeeze(1)
+    if rest.numel():
+        sp = compute_superpoints(points[rest], colours[rest], cfg)
+        ids[rest] = sp.ids + count
+        count += sp.count
     centres, extents, sizes = superpoint_stats(points, ids, count)
     return Superpoints(ids, count, centres, extents, sizes)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.frame import point_masks
 from ..io.render import splat
 from ..models.bifusion import BiFusionModel, StageTimer, batch_superpoints, frames_to_input
 from ..models.checkpoint import load_model
@@ -90,11 +91,17 @@ class FrameProcessor:
 
     @classmethod
     def from_checkpoint(cls, path=None, device: str = "auto", half: bool = False, classes=None,
-                        voxel_size: float | None = None) -> "FrameProcessor":
-        """``path`` None: the shipped demo checkpoint; ``voxel_size`` (> 0) overrides the trained voxel size."""
-        over = None
+                        voxel_size: float | None = None,
+                        superpoints_from_masks: bool | None = None) -> "FrameProcessor":
+        """``path`` None: the shipped demo checkpoint; ``voxel_size`` (> 0) overrides the trained voxel size;
+        ``superpoints_from_masks`` (not None) the checkpoint's ``superpoints.from_masks`` (how frames with 2D
+        masks get their superpoints)."""
+        over = {}
         if voxel_size:
             over = {"backbone": {"voxel_size": float(voxel_size)}, "pe_film": {"voxel_size": float(voxel_size)}}
+        if superpoints_from_masks is not None:
+            over["superpoints"] = {"from_masks": bool(superpoints_from_masks)}
+        over = over or None
         path = Path(path or default_checkpoint())
         model, _ = load_model(path, "cpu", over)
         proc = cls(model, device, half)
@@ -126,7 +133,8 @@ class FrameProcessor:
         with timer("backproject"):
             inp = frames_to_input([(frame.rgb, frame.depth, frame.intrinsics, frame.pose)], cfg.frame)
         with timer("superpoints"):
-            inp.superpoints = batch_superpoints(inp.points, inp.colours, inp.batch, cfg.superpoints)
+            masks = None if frame.masks is None else torch.from_numpy(point_masks(frame.masks, inp.pixels.numpy()))
+            inp.superpoints = batch_superpoints(inp.points, inp.colours, inp.batch, cfg.superpoints, masks)
         inp = inp.to(self.device)
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.half else nullcontext()
         with torch.inference_mode():

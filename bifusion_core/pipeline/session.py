@@ -110,7 +110,8 @@ class FrameInputs:
         rgb: ``(H, W, 3)`` uint8. depth: ``(H, W)`` float32 metres (NaN = no reading).
         intrinsics: ``(fx, fy, cx, cy)`` pixels. stamp: the colour image's stamp, seconds.
         image_frame: the colour image's ``header.frame_id``. timings: seconds per stage so far (``convert``,
-        ``wait``, ``tf``, ...).
+        ``wait``, ``tf``, ...). masks: ``(H, W)`` integer 2D instance masks of the frame, when a segmenter sent
+        them (:mod:`.mask_cache`), else None.
     """
 
     rgb: np.ndarray
@@ -119,6 +120,7 @@ class FrameInputs:
     stamp: float
     image_frame: str
     timings: dict[str, float] = field(default_factory=dict)
+    masks: np.ndarray | None = None
 
 
 class FrameSession:
@@ -220,7 +222,7 @@ class FrameSession:
         t0 = time.perf_counter()
         try:
             frame = Frame(rgb=inputs.rgb, depth=inputs.depth, intrinsics=tuple(inputs.intrinsics), pose=pose,
-                          stamp=inputs.stamp, frame_id=out_frame)
+                          stamp=inputs.stamp, frame_id=out_frame, masks=inputs.masks)
             with self.processor_lock:
                 result = self.processor.process(frame)
         except NonFiniteOutput as exc:

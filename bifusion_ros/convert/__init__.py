@@ -10,7 +10,8 @@ module                             contents
                                    :func:`make_header`, :func:`make_time`
 :mod:`~.image`                     ``sensor_msgs/Image``: :func:`image_to_numpy` (colour ``(H, W, 3)`` uint8
                                    RGB, depth ``(H, W)`` float32 metres), :func:`raw_image_array` (ids as
-                                   stored), :func:`numpy_to_image`, :func:`check_rgb_depth`, the encodings
+                                   stored), :func:`id_image_to_numpy` (ids, 2D instance masks: int64),
+                                   :func:`numpy_to_image`, :func:`check_rgb_depth`, the encodings
 :mod:`~.camera_info`               ``sensor_msgs/CameraInfo`` <-> ``geometry.CameraIntrinsics``:
                                    :func:`camera_info_to_intrinsics`, :func:`intrinsics_to_camera_info`
 :mod:`~.transform`                 ``TransformStamped`` / ``Transform`` / ``Pose`` <-> ``(4, 4)`` float64
@@ -38,8 +39,8 @@ from __future__ import annotations
 from .camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info
 from .cloud import CLOUD_FIELDS, cloud_to_numpy, labelled_cloud, pack_rgb, unpack_rgb
 from .factory import MessageFactory, make_header, make_time, rclpy_factory, rosbags_factory
-from .image import (COLOUR_ENCODINGS, DEPTH_ENCODINGS, IMAGE_ENCODINGS, RAW_ENCODINGS, check_rgb_depth, image_to_numpy,
-                    numpy_to_image, raw_image_array)
+from .image import (COLOUR_ENCODINGS, DEPTH_ENCODINGS, ID_ENCODINGS, IMAGE_ENCODINGS, RAW_ENCODINGS, check_rgb_depth,
+                    id_image_to_numpy, image_to_numpy, numpy_to_image, raw_image_array)
 from .markers import CLASS_PALETTE, InstanceLike, class_colour, id_colour, instance_array, marker_array
 from .transform import (matrix_to_pose, matrix_to_quaternion, matrix_to_transform, quaternion_to_matrix,
                         transform_to_matrix, transform_to_tq)
@@ -59,6 +60,8 @@ __all__ = [
     "make_time",
     "image_to_numpy",
     "raw_image_array",
+    "id_image_to_numpy",
+    "ID_ENCODINGS",
     "numpy_to_image",
     "check_rgb_depth",
     "camera_info_to_intrinsics",

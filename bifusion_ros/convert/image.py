@@ -129,6 +129,21 @@ def raw_image_array(msg) -> np.ndarray:
     return out[..., 0] if out.shape[2] == 1 else out
 
 
+ID_ENCODINGS = ("16UC1", "mono16", "32SC1", "mono8")
+"""Single-channel integer encodings of id images: ground-truth labels and instances, 2D instance masks."""
+
+
+def id_image_to_numpy(msg) -> np.ndarray:
+    """An id image (ground-truth labels / instances, a segmenter's instance masks) -> ``(H, W)`` int64.
+
+    Raises:
+        ValueError: an encoding outside :data:`ID_ENCODINGS` (message starts ``encoding``), malformed data."""
+    encoding = str(msg.encoding)
+    if encoding not in ID_ENCODINGS:
+        raise ValueError(f"encoding {encoding!r} is not a single-channel integer one ({', '.join(ID_ENCODINGS)})")
+    return raw_image_array(msg).astype(np.int64)
+
+
 def numpy_to_image(array, encoding: str, header, msgs: MessageFactory, *, depth_scale: float = 0.001):
     """numpy -> ``sensor_msgs/Image`` (little-endian, no row padding: ``step = width * bytes_per_pixel``).
 
