@@ -18,6 +18,11 @@ Data flow::
   (:data:`bifusion_core.pipeline.session.SKIP_REASONS`) and skipped; the node keeps running. The policy
   and book-keeping per frame are :class:`bifusion_core.pipeline.session.FrameSession`, which replay runs too.
 - ``/diagnostics`` gets a ``DiagnosticArray`` every ``diagnostics_period``: counts and per-stage latency.
+- With ``mask_topic`` a segmenter's 2D instance masks (SAM, FastSAM) go into a cache by stamp
+  (:class:`bifusion_core.pipeline.mask_cache.MaskCache`; not a fourth synchroniser input, so a slow or stopped
+  segmenter never holds frames back); the worker takes a frame's mask, waiting at most ``mask_timeout``, and
+  the superpoints follow it (``superpoints_from_masks``); a frame whose mask does not come is processed with
+  VCCS superpoints alone, a bad mask is a counted skip of the mask only.
 - ``classes`` may be changed at run time; the change is applied between two frames
   (``FrameProcessor.set_classes``) and rejected with a reason when the processor refuses it. The map's class
   indices then mean other classes, so the map is reset (and when ``world_frame`` changes).
@@ -62,9 +67,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from bifusion_core.pipeline.mask_cache import MaskCache
 from bifusion_core.pipeline.session import FrameInputs, FrameSession, FrameSkipped
 from bifusion_ros import convert
-from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor, map_outputs
+from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor, map_outputs, mask_message
 from bifusion_ros.params import NODE_NAME, PARAMS, coerce, map_config, spec
 from bifusion_ros.sync import stamp_to_ns
 from bifusion_ros.worker import LatestFrameWorker
@@ -153,7 +159,8 @@ class BiFusionNode(Node):
         # the model; classes are applied after loading so that the checkpoint's list is known
         if processor is None:
             try:
-                processor = load_processor(cfg["checkpoint"], cfg["device"], cfg["half"], cfg["voxel_size"])
+                processor = load_processor(cfg["checkpoint"], cfg["device"], cfg["half"], cfg["voxel_size"],
+                                           cfg["superpoints_from_masks"])
             except (OSError, ValueError, RuntimeError) as exc:
                 where = cfg["checkpoint"] or "the shipped demo checkpoint"
                 raise StartupError(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
@@ -206,6 +213,10 @@ class BiFusionNode(Node):
         self.sync = message_filters.ApproximateTimeSynchronizer(
             [self.sub_color, self.sub_depth, self.sub_info], cfg["sync_queue_size"], cfg["sync_slop"])
         self.sync.registerCallback(self._on_synced)
+        self.masks = self.sub_masks = None
+        if cfg["mask_topic"]:
+            self.masks = MaskCache(keep=max(30, 4 * cfg["sync_queue_size"]), slop=0.0, timeout=cfg["mask_timeout"])
+            self.sub_masks = self.create_subscription(Image, cfg["mask_topic"], self._on_mask, qos_profile_sensor_data)
 
         self.diagnostics_timer = self.create_timer(cfg["diagnostics_period"], self.publish_diagnostics)
         outputs = [self.pub_cloud, self.pub_markers, self.pub_instances, self.pub_alpha]
@@ -213,7 +224,8 @@ class BiFusionNode(Node):
             outputs += [self.pub_map_cloud, self.pub_map_markers]
         self.get_logger().info(
             f"bifusion: {cfg['color_topic']} + {cfg['depth_topic']} + {cfg['camera_info_topic']} "
-            f"(slop {cfg['sync_slop']} s) -> " + ", ".join(pub.topic_name for pub in outputs)
+            f"(slop {cfg['sync_slop']} s)" + (f" + masks {cfg['mask_topic']}" if self.masks is not None else "")
+            + " -> " + ", ".join(pub.topic_name for pub in outputs)
             + f" in {cfg['world_frame']!r}; {len(self.class_names)} classes; "
             + (f"online map on ({cfg['map_voxel_size']} m voxels, at most {cfg['map_max_instances']} instances)"
                if self.session.map is not None else "online map off"))
@@ -325,6 +337,17 @@ class BiFusionNode(Node):
         inputs.timings["convert"] = job.submitted - t0
         self.worker.submit(job)
 
+    def _on_mask(self, msg) -> None:
+        """A segmenter's mask -> the cache (one that cannot be read is counted and logged). Never raises."""
+        try:
+            why = mask_message(self.masks, msg)
+        except Exception as exc:  # noqa: BLE001 - a malformed message must not kill the node
+            self.masks.reject("bad_image")
+            why = f"bad_image: {type(exc).__name__}: {exc}"
+        if why:
+            self.session.warn_throttled("mask_" + why.split(":")[0],
+                                        f"2D mask skipped ({why}); its frame is processed without it")
+
     # ------------------------------------------------------------------------------------------ worker
     def camera_pose(self, job: _Job) -> tuple[np.ndarray, str]:
         """``(T_world_camera (4, 4), output frame)`` at the set's stamp, waiting up to ``tf_timeout`` for TF;
@@ -346,7 +369,14 @@ class BiFusionNode(Node):
         t0 = time.monotonic()
         job.inputs.timings["wait"] = t0 - job.submitted
         pose, out_frame = self.camera_pose(job)
-        job.inputs.timings["tf"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        job.inputs.timings["tf"] = t1 - t0
+        if self.masks is not None:  # the mask of this frame's stamp, waiting up to mask_timeout (s)
+            job.inputs.masks, why = self.masks.take(stamp_to_ns(job.stamp), job.inputs.rgb.shape[:2])
+            job.inputs.timings["mask_wait"] = time.monotonic() - t1
+            if why == "size_mismatch":
+                self.session.warn_throttled("mask_size_mismatch", "2D mask of another size than the colour image: "
+                                                                  "skipped, frame processed without it")
         result = self.session.process(job.inputs, pose, out_frame)
         return result, out_frame, cfg, self.session.map_frame(job.inputs, result, out_frame)
 
@@ -421,6 +451,10 @@ class BiFusionNode(Node):
         for stage, v in self.stats.summary().items():
             values.append(kv(key=f"latency_ms/{stage}", value=f"{v['mean'] * 1e3:.1f}"))
         values.append(kv(key="classes", value=str(len(self.class_names))))
+        if self.masks is not None:
+            m = self.masks.summary()
+            values += [kv(key=f"masks/{k}", value=str(m[k])) for k in ("received", "used", "frames_without_mask")]
+            values += [kv(key=f"masks/skipped/{r}", value=str(n)) for r, n in m["skipped"].items()]
         if self.session.map is not None:
             values += [kv(key="map/instances", value=str(len(self.session.map))),
                        kv(key="map/errors", value=str(self.session.counter("map_errors"))),

@@ -827,3 +827,44 @@ def test_invalid_map_parameters_fail_at_start(ros, name, value):
 
     with pytest.raises(StartupError, match=name):
         ros.make_node(**{name: value})
+
+
+def test_a_mask_topic_feeds_frame_masks_by_stamp_and_bad_masks_are_skipped(ros):
+    """mask_topic: the mask with the colour image's stamp reaches the processor's Frame; a mask of another size or
+    encoding is counted and its frame processed without one; a frame whose mask never comes waits mask_timeout."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    proc = FakeProcessor()
+    node = ros.make_node(proc, mask_topic="/fastsam/masks", mask_timeout=0.2)
+    sub = subscription(node, "/fastsam/masks")
+    assert sub.qos_profile == qos_profile_sensor_data
+    cap = Capture(node)
+    feed_tf(node, ros.msgs, 1000)
+    feed_tf(node, ros.msgs, 2000)
+    feed_tf(node, ros.msgs, 3000)
+    ids = np.zeros((H, W), np.uint16)
+    ids[:, :4] = 3
+    header = make_header(ros.msgs, OPTICAL, stamp(1000))
+    sub.callback(numpy_to_image(ids, "16UC1", header, ros.msgs))       # the mask of the first frame, ahead of it
+    feed(node, *images(ros.msgs, 1000))
+    assert node.worker.wait_idle(10)
+    np.testing.assert_array_equal(proc.frames[-1].masks, ids.astype(np.int64))
+    # a mask of another size: skipped (counted), the frame goes on without one
+    sub.callback(numpy_to_image(np.zeros((H, W + 1), np.uint16), "16UC1", make_header(ros.msgs, OPTICAL, stamp(2000)),
+                                ros.msgs))
+    # a colour image on the mask topic: bad_encoding
+    sub.callback(numpy_to_image(np.zeros((H, W, 3), np.uint8), "rgb8", make_header(ros.msgs, OPTICAL, stamp(2000)),
+                                ros.msgs))
+    feed(node, *images(ros.msgs, 2000))
+    assert node.worker.wait_idle(10)
+    assert proc.frames[-1].masks is None
+    t0 = time.monotonic()
+    feed(node, *images(ros.msgs, 3000))  # no mask at all: waits mask_timeout, then VCCS alone
+    assert node.worker.wait_idle(10)
+    assert proc.frames[-1].masks is None and time.monotonic() - t0 >= 0.15
+    assert len(cap["/bifusion/cloud"]) == 3 and sum(node.skipped.values()) == 0
+    assert node.masks.summary() == {"received": 3, "used": 1, "frames_without_mask": 2,
+                                    "skipped": {"bad_encoding": 1, "bad_image": 0, "size_mismatch": 1}}
+    node.publish_diagnostics()
+    values = {kv.key: kv.value for kv in roundtrip(ros, cap["/diagnostics"][-1]).status[0].values}
+    assert values["masks/used"] == "1" and values["masks/skipped/size_mismatch"] == "1"
