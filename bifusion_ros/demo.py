@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEMO_SEED, help=f"room seed (default {DEMO_SEED}, a held-out room)")
     p.add_argument("--cache-dir", type=Path, help=f"recording cache (default {cache_root()})")
     p.add_argument("--no-map", action="store_true", help="do not build the online instance map (OUT/map)")
+    p.add_argument("--classes", help="class names / prompts instead of the checkpoint's ('a,b,c' or '[a, b, c]'; the "
+                                     "shipped model scores them with its text tower)")
+    p.add_argument("--classes-at", action="append", default=[], metavar="K=LIST",
+                   help="before the K-th frame switch to the classes LIST, as `ros2 param set` on the node (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, no per-class tables")
     return p
 
@@ -135,9 +139,15 @@ def main(argv=None) -> int:
         log.error("--frames must be >= 1, got %d", args.frames)
         return 2
     try:
+        try:
+            classes = replay.parse_string_list(args.classes) if args.classes else None
+        except ValueError as exc:
+            raise replay.ReplayError(f"--classes: {exc}") from None
+        classes_at = replay.parse_classes_at(args.classes_at)
         bag = ensure_recording(generator_params(args.frames, args.seed), args.cache_dir, progress=not args.quiet)
         cfg = replay.ReplayConfig(bag=bag, out=args.out, checkpoint=args.checkpoint, device=args.device,
-                                  half=args.half, save_every=args.save_every, progress=not args.quiet, map=not args.no_map)
+                                  half=args.half, save_every=args.save_every, progress=not args.quiet, map=not args.no_map,
+                                  classes=classes, classes_at=classes_at)
     except (OSError, ValueError, replay.ReplayError) as exc:
         log.error("%s", exc)
         return 2
@@ -153,7 +163,7 @@ def main(argv=None) -> int:
         from bifusion_core.pipeline.processor import DEMO_CHECKPOINT
 
         if not DEMO_CHECKPOINT.is_file():
-            print("the demo needs the shipped checkpoint (trained with config/train/synthetic_small.yaml) or "
+            print("the demo needs the shipped checkpoint (trained with config/train/synthetic_open.yaml) or "
                   "--checkpoint FILE", file=sys.stderr)
     return status
 

@@ -1083,20 +1083,26 @@ def setup_logging() -> None:
     logging.getLogger("bifusion").setLevel(logging.INFO)
 
 
+def parse_classes_at(items) -> list[tuple[int, list[str]]]:
+    """``--classes-at K=LIST`` arguments -> ``[(K, names), ...]`` (:class:`ReplayError` naming a bad one)."""
+    out = []
+    for item in items:
+        k, sep, names = item.partition("=")
+        try:
+            if not sep or not k.strip().isdigit():
+                raise ValueError("expected K=LIST with K a frame number >= 0")
+            out.append((int(k), parse_string_list(names) if names.strip() else []))
+        except ValueError as exc:
+            raise ReplayError(f"--classes-at {item!r}: {exc}") from None
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> ReplayConfig:
     try:
         classes = parse_string_list(args.classes) if args.classes else None
     except ValueError as exc:
         raise ReplayError(f"--classes: {exc}") from None
-    classes_at = []
-    for item in args.classes_at:
-        k, sep, names = item.partition("=")
-        try:
-            if not sep or not k.strip().isdigit():
-                raise ValueError("expected K=LIST with K a frame number >= 0")
-            classes_at.append((int(k), parse_string_list(names) if names.strip() else []))
-        except ValueError as exc:
-            raise ReplayError(f"--classes-at {item!r}: {exc}") from None
+    classes_at = parse_classes_at(args.classes_at)
     given = {"map_voxel_size": args.map_voxel_size, "map_max_instances": args.map_max_instances,
              "map_merge_threshold": args.map_merge_threshold, "map_overlap": args.map_overlap,
              "map_class_agnostic": args.map_class_agnostic,

@@ -32,11 +32,15 @@ from bifusion_core.models.superpoints import SuperpointConfig
 from bifusion_core.train.config import LogConfig, OptimConfig, TrainConfig, load_train_config
 from bifusion_core.train.data import DataConfig
 from bifusion_core.train.stages import StageConfig
+from bifusion_core.data.synthetic.masks import MaskNoise
+from bifusion_core.data.synthetic.stream import StreamConfig
+from bifusion_core.train.stand_in_clip import StandInConfig
 
 ALL_CONFIGS = [LossConfig, MatcherConfig, MapConfig, StageConfig, OptimConfig, LogConfig, TrainConfig, DataConfig,
                MinkUNetConfig, Backbone3DConfig, Clip2DConfig, DecoderConfig, FrameConfig, BiFusionConfig,
                PEFiLMConfig, SuperpointConfig, PostprocessConfig, FusionGateConfig, CameraConfig, SceneConfig,
-               SequenceConfig, ExportConfig, FrameReaderConfig, InstanceEvalConfig]
+               SequenceConfig, ExportConfig, FrameReaderConfig, InstanceEvalConfig, StreamConfig, StandInConfig,
+               MaskNoise]
 
 SMALL = "config/train/synthetic_small.yaml"
 TINY = ["data.scenes=2", "data.frames_per_scene=3", "data.val_scenes=0", "data.width=96", "data.height=72",

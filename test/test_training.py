@@ -429,9 +429,11 @@ def make_trainer_init(tmp_path, init):
     return Trainer(cfg, tmp_path / "init_run", "cpu", init=init)
 
 
-def test_merge_config_is_synthetic_small_with_only_the_merge_stage():
-    small = load_train_config("config/train/synthetic_small.yaml")
-    merge = load_train_config("config/train/synthetic_merge.yaml")
+@pytest.mark.parametrize("base, merge_name", [("synthetic_small", "synthetic_merge"),
+                                              ("synthetic_open", "synthetic_open_merge")])
+def test_merge_config_is_its_base_config_with_only_the_merge_stage(base, merge_name):
+    small = load_train_config(f"config/train/{base}.yaml")
+    merge = load_train_config(f"config/train/{merge_name}.yaml")
     from bifusion_core.config import to_dict
 
     assert to_dict(merge.model) == to_dict(small.model) and to_dict(merge.data) == to_dict(small.data)
