@@ -108,8 +108,10 @@ def test_shipped_demo_checkpoint_loads_and_fits_this_code():
     model, data = load_model(DEMO_CHECKPOINT)
     assert len(model.class_names) == model.cfg.decoder.num_classes == 22
     assert DEMO_CHECKPOINT.stat().st_size <= 20 * 2**20
+    # open vocabulary through the stand-in towers it carries (no other file needed)
+    assert model.open_vocab and model.cfg.clip.embed_weights and model.cfg.clip.weights_path is None
     metrics = json.loads((DEMO_CHECKPOINT.parent / "metrics.json").read_text())
-    # the 1500-step model whose merge head alone was then trained by the merge stage (metrics.json: merge_head)
+    # the trained model whose merge head alone was then trained by the merge stage (metrics.json: merge_head)
     assert metrics["steps"] == data["meta"]["init"]["step"] and 0 < metrics["val"]["miou"] <= 1
     assert metrics["merge_head"]["steps"] == data["meta"]["step"] and model.decoder.merge_head is not None
     after = metrics["merge_head"]["cosine_after"]
@@ -189,3 +191,39 @@ def test_half_on_the_cpu_is_bf16_autocast_where_the_cpu_has_it(ckpt, tmp_path, m
     assert np.array_equal(res.points, ref.points) and np.isfinite(res.alpha).all()
     assert (res.semantic == ref.semantic).mean() > 0.9
     assert not np.array_equal(res.alpha, ref.alpha)  # it did run in bf16
+
+
+def test_prompts_of_the_shipped_model_change_its_labels_between_two_frames():
+    """The shipped model classifies through its text tower: a subset of its classes keeps the labels of the points
+    of those classes, synonyms it was taught name the same things, and the checkpoint's list comes back exactly."""
+    from bifusion_core.data.synthetic import CameraConfig, SequenceConfig, SyntheticSequence
+    from bifusion_core.data.synthetic.captions import SYNONYMS
+    from bifusion_core.pipeline import FrameProcessor
+
+    proc = FrameProcessor.from_checkpoint(device="cpu")
+    names = proc.class_names
+    frame = SyntheticSequence(100_007, SequenceConfig(n_frames=6, camera=CameraConfig.scaled(320, 240))).frame(3)
+    base = proc.process(frame)
+    lab = np.where(base.semantic >= 0, np.array(names, dtype=object)[np.clip(base.semantic, 0, None)], None)
+    counts = {n: int((lab == n).sum()) for n in names}
+    top = [n for n, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:3]]
+    assert counts[top[-1]] > 50
+    # 1. only the three most frequent classes: nothing else comes out, and their points keep their labels
+    proc.set_classes(top)
+    sub = proc.process(frame)
+    assert set(np.unique(sub.semantic).tolist()) <= {-1, 0, 1, 2}
+    keep = np.isin(lab, top)
+    got = np.where(sub.semantic >= 0, np.array(top, dtype=object)[np.clip(sub.semantic, 0, None)], None)
+    assert (got[keep] == lab[keep]).mean() > SUBSET_AGREEMENT
+    # 2. every class under a synonym it was taught (sofa, bookcase, bin, ...): the same labels, mostly
+    proc.set_classes([SYNONYMS[n][1] if len(SYNONYMS[n]) > 1 else n for n in names])
+    syn = proc.process(frame)
+    assert (syn.semantic == base.semantic).mean() > SYNONYM_AGREEMENT
+    # 3. back to the checkpoint's list: exactly the first result (no stale text cache)
+    proc.set_classes(names)
+    again = proc.process(frame)
+    assert np.array_equal(again.semantic, base.semantic) and np.array_equal(again.instance, base.instance)
+
+
+SUBSET_AGREEMENT = 0.95  # measured 0.996 and 0.993 on two held-out rooms
+SYNONYM_AGREEMENT = 0.9  # measured 0.991 and 0.981

@@ -258,6 +258,64 @@ def test_node_publishes_counts_bad_input_and_refuses_wrong_parameters(ros, tmp_p
     assert "skipping frame (bad_encoding" in log and "skipping frame (missing_tf" in log, log
 
 
+def test_node_takes_segmenter_masks_and_prompts_changed_live(ros, tmp_path):
+    """mask_topic: masks published by another node (16UC1, the colour image's stamp) are used frame by frame, one
+    of a wrong size is counted and its frame still published; `ros2 param set classes` to two prompts of the
+    shipped open-vocabulary model makes every labelled point one of them."""
+    from sensor_msgs.msg import Image
+    from sensor_msgs_py import point_cloud2
+
+    from bifusion_core.data.synthetic.masks import noisy_masks
+
+    rig = Rig(ros)
+    pub_masks = rig.create_publisher(Image, "/segmenter/masks", 5)
+    log_path = tmp_path / "node.log"
+    proc = start(["ros2", "run", "bifusion_ros", "bifusion_node", "--ros-args", *NODE_ARGS,
+                  "-p", "mask_topic:=/segmenter/masks", "-p", "mask_timeout:=1.0"], log_path)
+    try:
+        rig.wait_for(lambda: rig.count_publishers("/bifusion/cloud") > 0, 120, "the node's publishers", proc)
+        rig.wait_for(lambda: rig.count_subscribers("/segmenter/masks") > 0, 30, "the mask subscription", proc)
+        rig.publish_static_tf()
+        t0 = time.time()
+
+        def frame_with_mask(i, stamp, size=(H, W)):
+            ids = noisy_masks(rig.frames[i % len(rig.frames)].instance, np.random.default_rng(i))
+            if size != (H, W):
+                ids = np.zeros(size, np.int32)
+            pub_masks.publish(numpy_to_image(ids.astype(np.uint16), "16UC1",
+                                             make_header(rig.msgs, OPTICAL_FRAME, stamp), rig.msgs))
+            rig.publish_frame(i, stamp)
+
+        for i in range(40):
+            frame_with_mask(i, t0 + i * 0.5)
+            rig.spin_for(0.5)
+            if int(rig.diagnostics().get("masks/used", 0)) >= 2:
+                break
+        assert int(rig.diagnostics().get("masks/used", 0)) >= 2, rig.diagnostics()
+        n = len(rig.received["/bifusion/cloud"])
+        frame_with_mask(1, t0 + 100.0, size=(H // 2, W))
+        rig.wait_for(lambda: int(rig.diagnostics().get("masks/skipped/size_mismatch", 0)) >= 1
+                     and len(rig.received["/bifusion/cloud"]) > n, 30, "a skipped mask and its frame published", proc)
+
+        res = subprocess.run(["ros2", "param", "set", "/bifusion", "classes", "['floor', 'wall']"],
+                             capture_output=True, text=True, env=_env(), timeout=60)
+        assert "Set parameter successful" in res.stdout, res.stdout + res.stderr
+        n = len(rig.received["/bifusion/cloud"])
+        for i in range(20):
+            frame_with_mask(i, t0 + 200.0 + i * 0.5)
+            rig.spin_for(0.5)
+            if len(rig.received["/bifusion/cloud"]) > n:
+                break
+        cloud = rig.received["/bifusion/cloud"][-1]
+        labels = set(np.unique(np.asarray(point_cloud2.read_points(cloud, field_names=["label"])["label"])).tolist())
+        assert labels <= {0, 1, 0xFFFFFFFF} and labels & {0, 1}, labels
+    finally:
+        rig.destroy_node()
+        log = stop(proc, log_path)
+    assert "Traceback" not in log, log
+    assert "2D mask" in log and "classes set to ['floor', 'wall']" in log, log
+
+
 MAP_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
 

@@ -265,9 +265,11 @@ def test_a_missing_bag_is_exit_code_2_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize("module, option", [("bifusion_ros.demo", "--frames"),
-                                            ("bifusion_ros.replay", "--on-missing-tf"),
-                                            ("bifusion_ros.synthetic_bag", "--scenes")])
+@pytest.mark.parametrize("module, option", [("bifusion_ros.demo", "--classes-at"),
+                                            ("bifusion_ros.replay", "--mask-topic"),
+                                            ("bifusion_ros.synthetic_bag", "--masks"),
+                                            ("bifusion_core.train.stand_in_clip", "--out"),
+                                            ("bifusion_core.train.ablate", "--variants")])
 def test_help(module, option):
     proc = _cli("-m", module, "--help")
     assert proc.returncode == 0 and "usage: python -m " + module in proc.stdout
