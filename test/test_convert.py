@@ -290,7 +290,7 @@ def test_package_layout_re_exports_one_module_per_family():
     families = {
         "factory": ["MessageFactory", "rosbags_factory", "rclpy_factory", "make_time", "make_header"],
         "image": ["IMAGE_ENCODINGS", "COLOUR_ENCODINGS", "DEPTH_ENCODINGS", "RAW_ENCODINGS", "image_to_numpy",
-                  "raw_image_array", "numpy_to_image", "check_rgb_depth"],
+                  "raw_image_array", "numpy_to_image", "check_rgb_depth", "ID_ENCODINGS", "id_image_to_numpy"],
         "camera_info": ["camera_info_to_intrinsics", "intrinsics_to_camera_info"],
         "transform": ["quaternion_to_matrix", "matrix_to_quaternion", "transform_to_tq", "transform_to_matrix",
                       "matrix_to_transform", "matrix_to_pose"],

@@ -19,7 +19,7 @@ import numpy as np
 from .factory import MessageFactory, _as_uint8, _ctor, _uint8_payload
 
 __all__ = ["IMAGE_ENCODINGS", "COLOUR_ENCODINGS", "DEPTH_ENCODINGS", "RAW_ENCODINGS", "image_to_numpy",
-           "raw_image_array", "numpy_to_image", "check_rgb_depth"]
+           "raw_image_array", "numpy_to_image", "check_rgb_depth", "ID_ENCODINGS", "id_image_to_numpy"]
 
 # encoding -> (bytes per pixel, channels, numpy base type)
 IMAGE_ENCODINGS: dict[str, tuple[int, int, type]] = {
