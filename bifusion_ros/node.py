@@ -67,7 +67,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from bifusion_core.pipeline.mask_cache import MaskCache
+from bifusion_core.pipeline.mask_cache import MaskCache, masks_kept
 from bifusion_core.pipeline.session import FrameInputs, FrameSession, FrameSkipped
 from bifusion_ros import convert
 from bifusion_ros.frame_io import frame_inputs, frame_outputs, load_processor, map_outputs, mask_message
@@ -215,7 +215,7 @@ class BiFusionNode(Node):
         self.sync.registerCallback(self._on_synced)
         self.masks = self.sub_masks = None
         if cfg["mask_topic"]:
-            self.masks = MaskCache(keep=max(30, 4 * cfg["sync_queue_size"]), slop=0.0, timeout=cfg["mask_timeout"])
+            self.masks = MaskCache(keep=masks_kept(cfg["sync_queue_size"]), slop=0.0, timeout=cfg["mask_timeout"])
             self.sub_masks = self.create_subscription(Image, cfg["mask_topic"], self._on_mask, qos_profile_sensor_data)
 
         self.diagnostics_timer = self.create_timer(cfg["diagnostics_period"], self.publish_diagnostics)

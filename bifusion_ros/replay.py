@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from bifusion_core.pipeline.mask_cache import MaskCache
+from bifusion_core.pipeline.mask_cache import MaskCache, masks_kept
 from bifusion_core.pipeline.session import FrameInputs, FrameSession, FrameSkipped
 from bifusion_ros import convert
 from bifusion_ros.bag_paths import STORAGES, resolve_bag_path
@@ -387,7 +387,7 @@ class _Replay:
         self.bag: _OutputBag | None = None
         self.bar = None
         # the masks of cfg.mask_topic by stamp, as the node's cache (None: no mask topic)
-        self.masks = MaskCache(keep=max(30, 4 * cfg.sync_queue_size), timeout=cfg.mask_timeout) if cfg.mask_topic else None
+        self.masks = MaskCache(keep=masks_kept(cfg.sync_queue_size), timeout=cfg.mask_timeout) if cfg.mask_topic else None
 
     # ---------------------------------------------------------------------------------------------- helpers
     def _skip(self, reason: str, detail: str) -> None:

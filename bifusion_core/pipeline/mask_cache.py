@@ -27,6 +27,12 @@ import numpy as np
 MASK_SKIP_REASONS = ("bad_encoding", "bad_image", "size_mismatch")
 
 
+def masks_kept(sync_queue_size: int) -> int:
+    """How many masks the node and replay keep: at least 30, and 4 synchroniser queues' worth (a segmenter may
+    run that far ahead of the synchronised sets)."""
+    return max(30, 4 * int(sync_queue_size))
+
+
 class MaskCache:
     """The last ``keep`` masks by stamp (ns). Thread-safe: the subscriber adds, the worker takes.
 

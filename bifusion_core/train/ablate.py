@@ -37,17 +37,25 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def score(model, cfg, seed: int, rooms: int, frames: int, post: dict | None = None) -> dict:
-    """Validation figures of ``model`` on ``rooms`` held-out synthetic rooms of data seed ``seed``."""
-    from ..config import from_dict, to_dict
-    from ..models.postprocess import PostprocessConfig
-    from .data import BatchSampler, FramePool
-    from .validate import validate
+def held_out_pool(cfg, seed: int, rooms: int, frames: int):
+    """``(data config, FramePool)`` of ``rooms`` held-out synthetic rooms of data seed ``seed`` (frames rendered once
+    and shared by every variant scored on them)."""
+    from .data import FramePool
 
     data = replace(cfg.data, seed=seed, val_scenes=rooms, val_frames_per_scene=frames)
+    return data, FramePool(data, "val")
+
+
+def score(model, data, pool, post: dict | None = None) -> dict:
+    """Validation figures of ``model`` on the frames of ``pool`` (:func:`held_out_pool`)."""
+    from ..config import from_dict, to_dict
+    from ..models.postprocess import PostprocessConfig
+    from .data import BatchSampler
+    from .validate import validate
+
     if post:
         model.cfg.postprocess = from_dict(PostprocessConfig, {**to_dict(model.cfg.postprocess), **post}, "post")
-    res = validate(model, BatchSampler(FramePool(data, "val"), data, model.cfg, model.class_names), details=True)
+    res = validate(model, BatchSampler(pool, data, model.cfg, model.class_names), details=True)
     sem = res.pop("semantic")
     res["per_class_iou"] = {n: float(v) for n, v in zip(sem.class_names, sem.iou)}
     return res
@@ -81,19 +89,21 @@ def main(argv=None) -> int:
             raise ValueError(f"need 0 <= --s0 < --steps, got {args.s0} and {args.steps}")
         budget = [f"stages.s0_iters={args.s0}", f"stages.s1_iters={args.steps - args.s0}", "stages.s2_iters=0",
                   "stages.s3_iters=0", f"log.val_every={args.steps}", f"log.ckpt_every={max(1, args.steps // 4)}"]
+        test = None
         for name in args.variants:
             cfg = load_train_config(args.config, list(args.overrides) + budget + VARIANTS[name])
+            if test is None:
+                test = held_out_pool(cfg, args.test_seed, args.test_rooms, args.test_frames)
             run = out / name
             t0 = time.perf_counter()
             if not (run / "model.pt").is_file():
                 Trainer(cfg, run, args.device).run()
             model, _ = load_model(run / "model.pt", args.device)
             r = {"overrides": VARIANTS[name], "train_seconds": time.perf_counter() - t0}
-            r["test"] = score(model, cfg, args.test_seed, args.test_rooms, args.test_frames)
+            r["test"] = score(model, *test)
             if name == "gate":
                 other = "query" if model.cfg.postprocess.instance_class != "query" else "semantic"
-                r[f"test_instance_class_{other}"] = score(model, cfg, args.test_seed, args.test_rooms,
-                                                          args.test_frames, {"instance_class": other})
+                r[f"test_instance_class_{other}"] = score(model, *test, {"instance_class": other})
             results[name] = r
             log.info("%s: mIoU %.3f AP50 %.3f", name, r["test"]["miou"], r["test"]["ap50"])
     except (ValueError, FileNotFoundError, CheckpointError) as exc:

@@ -48,6 +48,7 @@ from ..data.synthetic.render import CameraConfig
 from ..data.synthetic.sequence import SequenceConfig, SyntheticSequence
 from ..data.synthetic.stream import RoomStream, StreamConfig
 from ..models.clip2d import Clip2D, Clip2DConfig
+from .loop import lr_factor
 
 log = logging.getLogger("bifusion.stand_in_clip")
 
@@ -268,13 +269,7 @@ def pretrain(cfg: StandInConfig, out: str | Path | None = None, progress: bool =
     params = [p for p in towers.clip.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def factor(s: int) -> float:
-        if s < cfg.warmup:
-            return (s + 1) / cfg.warmup
-        t = (s - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, cfg.steps, cfg.warmup, 0.01))
     stream = RoomStream(cfg.stream, cfg.frames_per_room, CameraConfig.scaled(cfg.width, cfg.height), cfg.seed)
     lut = index_lookup(CLASSES)
     min_px = _min_pixels(cfg)
