@@ -31,12 +31,14 @@ def test_bench_sparse_interleaves_workers_and_reports_spread_and_load(tmp_path, 
     monkeypatch.setattr(sparse, "_start_busy", start_busy)
     out = tmp_path / "sparse.json"
     assert main(["sparse", "--width", "0.125", "--voxel-size", "0.1", "--repeats", "2", "--warmup", "0",
-                 "--threads", "1", "2", "auto", "--device", "cpu", "--busy", "1", "--json", str(out)]) == 0
+                 "--threads", "1", "2", "auto", "--device", "cpu", "--busy", "1", "--precision", "fp32", "bf16",
+                 "--json", str(out)]) == 0
     assert len(spinners) == 1 and all(p.poll() is not None for p in spinners)
     r = json.loads(out.read_text())
     backends = available_backends()
-    assert sorted((x["backend"], str(x["threads"])) for x in r["results"]) == sorted(
-        (b, n) for b in backends for n in ("1", "2", "auto"))
+    # bf16 (autocast) for the torch backend only: MinkowskiEngine has no bf16 kernels
+    assert sorted((x["backend"], str(x["threads"]), x["precision"]) for x in r["results"]) == sorted(
+        [(b, n, "fp32") for b in backends for n in ("1", "2", "auto")] + [("torch", n, "bf16") for n in ("1", "2", "auto")])
     for res in r["results"]:
         assert "error" not in res, res
         assert res["voxels"] > 5000
@@ -47,7 +49,8 @@ def test_bench_sparse_interleaves_workers_and_reports_spread_and_load(tmp_path, 
     assert r["interleaved"] and r["machine_load"]["cpus"] >= 1 and r["machine_load"]["wall_s"] > 0
     assert r["machine_load"]["busy_processes"] == 1 and "GOMP_SPINCOUNT" in r["machine_load"]["openmp_env"]
     if "minkowski" in backends:
-        assert set(r["torch_over_minkowski"]) == {"cpu/1t", "cpu/2t", "cpu/auto"}
+        assert set(r["torch_over_minkowski"]) == {"cpu/1t", "cpu/2t", "cpu/auto", "cpu/1t/bf16", "cpu/2t/bf16",
+                                                  "cpu/auto/bf16"}
     auto = [x for x in r["results"] if x["threads"] == "auto"]
     assert all(1 <= x["threads_at_end"] <= (os.cpu_count() or 1) and x["thread_changes"] >= 0 for x in auto)
 

@@ -110,7 +110,7 @@ def run(args) -> dict:
         try:
             out["sparse"] = sparse.run(argparse.Namespace(
                 device=args.device.split(":")[0], backends=None, threads=None, voxel_size=0.05, width=1.0,
-                repeats=args.sparse_repeats, warmup=1))
+                repeats=args.sparse_repeats, warmup=1, precision=["fp32", "bf16"]))
         except Exception as exc:  # noqa: BLE001
             out["errors"].append(f"sparse: {type(exc).__name__}: {exc}")
     if args.train_steps and not over_budget("train"):

@@ -37,9 +37,11 @@ from .common import peak_rss_mb, rss_mb, sync
 KINDS = ("forward", "forward_backward")
 
 
-def _worker(backend: str, device: str, threads, voxel_size: float, width: float, conn) -> None:
+def _worker(backend: str, device: str, threads, voxel_size: float, width: float, conn,
+            precision: str = "fp32") -> None:
     """Build the net and input, report ``ready`` (or ``error``), then time one call per ``(kind)`` request.
-    ``threads``: a count, or ``"auto"`` (a thread governor, updated before each call)."""
+    ``threads``: a count, or ``"auto"`` (a thread governor, updated before each call); ``precision``
+    ``"bf16"``: every call under bfloat16 autocast (forward and backward; weights and BN stay fp32)."""
     try:
         governor = ThreadGovernor() if threads == "auto" else None
         if governor is None:
@@ -51,9 +53,12 @@ def _worker(backend: str, device: str, threads, voxel_size: float, width: float,
         net = MinkUNet18A(MinkUNetConfig(width=width)).to(dev).train()
         be = get_backend(backend)
 
+        amp = precision == "bf16"
+
         def forward():
             x, _ = be.from_voxels(vox.coords, vox.feats)  # maps are rebuilt every frame, as in real use
-            return net(x).feats
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                return net(x).feats
 
         def fwd():
             with torch.no_grad():
@@ -148,6 +153,7 @@ def _run(args) -> dict:
     devices = [args.device] if args.device else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     backends = args.backends or available_backends()
     threads = _thread_list(args.threads)
+    precisions = list(dict.fromkeys(args.precision or ["fp32"]))
     if args.repeats < 1 or args.warmup < 0:
         raise SystemExit("--repeats must be >= 1, --warmup >= 0")
     ctx = mp.get_context("spawn")
@@ -157,14 +163,14 @@ def _run(args) -> dict:
     workers, results = [], []
     for device in devices:
         for n in threads if device == "cpu" else [torch.get_num_threads()]:
-            for backend in backends:
-                parent, child = ctx.Pipe()
-                p = ctx.Process(target=_worker, args=(backend, device, n, args.voxel_size, args.width, child),
+            for backend, prec in [(b, q) for b in backends for q in precisions if b == "torch" or q == "fp32"]:
+                parent, child = ctx.Pipe()  # MinkowskiEngine has no bf16 kernels: fp32 only
+                p = ctx.Process(target=_worker, args=(backend, device, n, args.voxel_size, args.width, child, prec),
                                 daemon=True)
                 with _omp_threads(None if n == "auto" else n):
                     p.start()
                 info = parent.recv()
-                res = {"backend": backend, "device": device, "threads": n, "width": args.width}
+                res = {"backend": backend, "device": device, "threads": n, "width": args.width, "precision": prec}
                 if "error" in info:
                     res["error"] = info["error"]
                     p.join()
@@ -203,13 +209,15 @@ def _run(args) -> dict:
                     "busy_processes": args.busy,
                     "openmp_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}}
 
-    table = ["backend    device threads  voxels  fwd med [s] (min-max)   fwd+bwd med [s] (min-max)  peak [MB]  cores"]
+    table = ["backend         device threads  voxels  fwd med [s] (min-max)   fwd+bwd med [s] (min-max)  peak [MB]  "
+             "cores"]
     for r in results:
+        name = r["backend"] + ("" if r["precision"] == "fp32" else f" {r['precision']}")
         if "error" in r:
-            table.append(f"{r['backend']:<10} {r['device']:<6} {r['threads']:>7}  error: {r['error']}")
+            table.append(f"{name:<15} {r['device']:<6} {r['threads']:>7}  error: {r['error']}")
             continue
         f, b = r["forward"], r["forward_backward"]
-        table.append(f"{r['backend']:<10} {r['device']:<6} {r['threads']:>7} {r['voxels']:>7} "
+        table.append(f"{name:<15} {r['device']:<6} {r['threads']:>7} {r['voxels']:>7} "
                      f"{f['median_s']:>8.3f} ({f['min_s']:.3f}-{f['max_s']:.3f}) "
                      f"{b['median_s']:>10.3f} ({b['min_s']:.3f}-{b['max_s']:.3f}) {r['peak_mem_mb']:>9.0f}  "
                      f"{f['cores']:.2f}/{b['cores']:.2f}")
@@ -221,8 +229,10 @@ def _run(args) -> dict:
                  and m["threads"] == r["threads"] and "error" not in m]
         if other:
             key = f"{r['device']}/{r['threads']}" + ("t" if isinstance(r["threads"], int) else "")
+            key += "" if r["precision"] == "fp32" else f"/{r['precision']}"
             ratios[key] = {k: r[k]["median_s"] / other[0][k]["median_s"] for k in KINDS}
-            table.append(f"torch/minkowski time ratio on {r['device']} at {r['threads']} thread(s): forward "
+            what = "torch/minkowski" if r["precision"] == "fp32" else f"torch {r['precision']}/minkowski fp32"
+            table.append(f"{what} time ratio on {r['device']} at {r['threads']} thread(s): forward "
                          f"{ratios[key]['forward']:.2f}, forward+backward {ratios[key]['forward_backward']:.2f} "
                          "(< 1: torch faster)")
     table.append(f"machine: {ncpu} CPUs, load average {machine_load['loadavg_1min_before']} -> "
@@ -244,5 +254,8 @@ def add_args(p) -> None:
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = MinkUNet18A)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per worker and kind (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default 1)")
+    p.add_argument("--precision", nargs="*", choices=["fp32", "bf16"],
+                   help="torch backend precisions to measure (default fp32); bf16: bfloat16 autocast, for CPUs "
+                        "with AMX / AVX512-BF16 (MinkowskiEngine runs fp32 only, and is compared with each)")
     p.add_argument("--busy", type=int, default=0,
                    help="keep this many other processes spinning on the CPU while measuring (default 0)")

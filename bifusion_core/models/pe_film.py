@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import precision
 from ..config import configclass, spec
 
 __all__ = ["PEFiLMConfig", "PESignal", "PEFiLM", "pe_dim", "superpoint_size", "sample_bounds"]
@@ -230,8 +231,11 @@ class PEFiLM(nn.Module):
         """
         C = self.cfg.feat_dim
         first, last = self.mlp[0], self.mlp[2]
-        h = F.silu(F.linear(pe, first.weight, first.bias))
         w, b = last.weight, last.bias
+        if precision.cpu_lowp_dtype(pe) is not None:  # bf16 on the CPU: row counts bucketed (precision)
+            h = F.silu(precision.linear(pe, first.weight, first.bias))
+            return precision.linear(h, w[:C], b[:C] + 1), precision.linear(h, w[C:], b[C:])
+        h = F.silu(F.linear(pe, first.weight, first.bias))
         return torch.addmm(b[:C] + 1, h, w[:C].t()), torch.addmm(b[C:], h, w[C:].t())
 
     def forward(

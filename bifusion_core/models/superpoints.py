@@ -135,23 +135,28 @@ class _VoxelGraph:
         else:
             self.mask = None
         x, _ = TorchBackend().from_voxels(vox.coords, f[:, :1])
-        kmap = x.ctx.submanifold_map(1, 3)
-        keep = kmap.in_idx != kmap.out_idx
-        src, dst = kmap.in_idx[keep], kmap.out_idx[keep]
-        # normals: PCA of the point moments over each voxel and its neighbours (weighted by point count)
-        w = vox.counts.to(points.dtype).unsqueeze(1)
-        mom = torch.cat([w, self.xyz * w, second * w], 1)
-        acc = mom.clone().index_add_(0, dst, mom[src])
+        nbr = x.ctx.submanifold_map(1, 3).neighbours  # (27, V) int32 neighbour row per offset, -1: none
+        # normals: PCA of the point moments over each voxel and its neighbours (weighted by point count);
+        # the centre offset maps each voxel to itself, so a sum over the 27 table columns includes it
+        # in float64: E[xx^T] - mean mean^T cancels most of its digits at 5 cm scales
+        w = vox.counts.to(torch.float64).unsqueeze(1)
+        mom = torch.cat([torch.cat([w, self.xyz * w, second * w], 1), w.new_zeros(1, 13)])  # row V: none
+        table = torch.where(nbr >= 0, nbr, self.count).t()  # (V, 27)
+        acc = mom.index_select(0, table.reshape(-1).to(torch.int64)).view(self.count, 27, 13).sum(1)
         n = acc[:, :1]
         mean = acc[:, 1:4] / n
         cov = acc[:, 4:13].view(-1, 3, 3) / n.unsqueeze(2) - mean.unsqueeze(2) * mean.unsqueeze(1)
         self.normal = smallest_eigenvector(cov)
+        # CSR adjacency without self pairs: neighbours of v are dst[ptr[v]:ptr[v+1]] (row-major over the
+        # (V, 26) table, so already grouped by v)
+        others = torch.cat([nbr[:13], nbr[14:]]).t()  # (V, 26)
+        found = others >= 0
         if self.mask is not None:
-            same = (self.mask[src] == self.mask[dst]) | (self.mask[src] < 0) & (self.mask[dst] < 0)
-            src, dst = src[same], dst[same]
-        order = torch.argsort(src, stable=True)  # CSR adjacency: neighbours of v are dst[ptr[v]:ptr[v+1]]
-        self.dst = dst[order]
-        self.degree = torch.bincount(src, minlength=self.count)
+            nm = self.mask[others.clamp_min(0).to(torch.int64)]
+            own = self.mask.unsqueeze(1)
+            found &= (nm == own) | (nm < 0) & (own < 0)
+        self.dst = others[found].to(torch.int64)
+        self.degree = found.sum(1)
         self.ptr = torch.cumsum(self.degree, 0) - self.degree
         self.keys = pack_keys(vox.coords)
 
@@ -200,9 +205,9 @@ def _grow(g: _VoxelGraph, seeds: torch.Tensor, label: torch.Tensor, first: int, 
             break
         v, lab = dst[free], label[src[free]]
         d = g.distance(v, c_xyz[lab], c_rgb[lab], c_nrm[lab], cfg)
-        front, grp = torch.unique(v, return_inverse=True)
-        win = _argmin_by_group(grp, d, front.shape[0], lab)
-        label[front] = lab[win]
+        win = _argmin_by_group(v, d, g.count, lab)  # grouped by voxel id directly: no sort
+        front = (win >= 0).nonzero().squeeze(1)
+        label[front] = lab[win[front]]
 
 
 def compute_superpoints(points: torch.Tensor, colours: torch.Tensor, cfg: SuperpointConfig | None = None,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import precision
 from .coords import check_coords, downsample_coords, kernel_offsets, key_delta, pack_keys
 from .tensor import SparseTensor
 
@@ -79,13 +80,20 @@ class KernelMap:
     slot: torch.Tensor | None = None
     _table: torch.Tensor | None = None
 
-    def table(self) -> torch.Tensor:
-        """``(M * K,)`` int64: at ``o * K + k`` the input row of output row ``o``'s neighbour at offset ``k``,
-        ``n_in`` (a zero row) where there is none; built on first use."""
-        if self._table is None:
-            t = self.neighbours.t().to(torch.int64)
-            self._table = torch.where(t >= 0, t, self.n_in).reshape(-1)
-        return self._table
+    def table(self, rows: int | None = None) -> torch.Tensor:
+        """``(rows * K,)`` int64: at ``o * K + k`` the input row of output row ``o``'s neighbour at offset
+        ``k``, ``n_in`` (a zero row) where there is none or where ``o >= M`` (``rows``: at least ``M``, default
+        ``M``; padding rows for :mod:`bifusion_core.precision`); built on first use and kept (the longest
+        one asked for: the shorter ones are its prefixes)."""
+        rows = self.n_out if rows is None else rows
+        k = self.neighbours.shape[0]
+        if self._table is None or self._table.shape[0] < rows * k:  # a longer table's prefix serves
+            t = torch.where(self.neighbours >= 0, self.neighbours, self.n_in).t()
+            t = t.to(torch.int64, memory_format=torch.contiguous_format)
+            if rows > self.n_out:
+                t = torch.cat([t, t.new_full((rows - self.n_out, k), self.n_in)])
+            self._table = t.view(-1)
+        return self._table[: rows * k]
 
 
 @dataclass
@@ -210,15 +218,17 @@ class GatherMatmulScatter(torch.autograd.Function):
     """``out[o] = sum_k sum_{(i,o) in map_k} feats[i] @ weight[k]`` with a hand-written backward."""
 
     @staticmethod
-    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-        out = feats @ weight[kmap.identity] if kmap.identity >= 0 else feats.new_zeros(kmap.n_out, weight.shape[2])
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, out_dtype: torch.dtype) -> torch.Tensor:
+        c = kmap.identity
+        out = precision.mm(feats, weight[c]).to(out_dtype) if c >= 0 else feats.new_zeros(kmap.n_out, weight.shape[2],
+                                                                                 dtype=out_dtype)
         ptr = kmap.ptr
         for k in range(weight.shape[0]):
             a, b = ptr[k], ptr[k + 1]
             if a == b:
                 continue
             rows = feats.index_select(0, kmap.in_idx[a:b])
-            out.index_add_(0, kmap.out_idx[a:b], rows @ weight[k])
+            out.index_add_(0, kmap.out_idx[a:b], precision.mm(rows, weight[k]).to(out_dtype))
         _save(ctx, kmap, feats, weight)
         return out
 
@@ -233,8 +243,9 @@ class GatherMatmulScatter(torch.autograd.Function):
             grad_w = torch.zeros_like(weight)
             if c >= 0:
                 grad_w[c] = feats.t() @ grad_out
+        acc = torch.promote_types(feats.dtype, torch.float32)  # sums over offsets in fp32 at least
         if need_in:
-            grad_in = grad_out @ weight[c].t() if c >= 0 else torch.zeros_like(feats)
+            grad_in = (grad_out @ weight[c].t()).to(acc) if c >= 0 else torch.zeros_like(feats, dtype=acc)
         ptr = kmap.ptr
         for k in range(weight.shape[0]):
             a, b = ptr[k], ptr[k + 1]
@@ -245,23 +256,26 @@ class GatherMatmulScatter(torch.autograd.Function):
             if need_w:
                 grad_w[k] = feats.index_select(0, ii).t() @ g
             if need_in:
-                grad_in.index_add_(0, ii, g @ weight[k].t())
-        return grad_in, grad_w, None
+                grad_in.index_add_(0, ii, (g @ weight[k].t()).to(acc))
+        return None if grad_in is None else grad_in.to(feats.dtype), grad_w, None, None
 
 
-def _im2col(feats: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-    """``(M_out, K * Cin)``: every output row's neighbours side by side (zeros where none)."""
+def _im2col(feats: torch.Tensor, kmap: KernelMap, rows: int | None = None) -> torch.Tensor:
+    """``(rows, K * Cin)``: every output row's neighbours side by side (zeros where none and in the rows
+    beyond ``M_out``; ``rows`` default ``M_out``)."""
     pad = torch.cat([feats, feats.new_zeros(1, feats.shape[1])])
-    return pad.index_select(0, kmap.table()).view(kmap.n_out, -1)
+    return pad.index_select(0, kmap.table(rows)).view(kmap.n_out if rows is None else rows, -1)
 
 
 class Im2colConv(torch.autograd.Function):
     """Submanifold convolution as one GEMM on gathered neighbourhoods (``kmap.table``)."""
 
     @staticmethod
-    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, out_dtype: torch.dtype) -> torch.Tensor:
         _save(ctx, kmap, feats, weight)
-        return _im2col(feats, kmap) @ weight.reshape(-1, weight.shape[2])
+        m = kmap.n_out
+        rows = precision.row_bucket(m) if precision.cpu_lowp_dtype(feats) is not None else m
+        return (_im2col(feats, kmap, rows) @ weight.reshape(-1, weight.shape[2]))[:m].to(out_dtype)
 
     @staticmethod
     @_no_autocast_backward
@@ -269,22 +283,25 @@ class Im2colConv(torch.autograd.Function):
         feats, weight, kmap, grad_out = _saved(ctx, grad_out)
         grad_in = grad_w = None
         if ctx.needs_input_grad[1]:  # the gathered matrix is rebuilt rather than kept (K x the input's memory)
-            grad_w = (_im2col(feats, kmap).t() @ grad_out).view_as(weight)
+            grad_w = (_im2col(feats, kmap, kmap.n_out).t() @ grad_out).view_as(weight)
         if ctx.needs_input_grad[0]:
             cols = (grad_out @ weight.reshape(-1, weight.shape[2]).t()).view(-1, feats.shape[1])
-            grad_in = feats.new_zeros(feats.shape[0] + 1, feats.shape[1]).index_add_(0, kmap.table(), cols)[:-1]
-        return grad_in, grad_w, None
+            acc = torch.promote_types(feats.dtype, torch.float32)
+            grad_in = feats.new_zeros(feats.shape[0] + 1, feats.shape[1], dtype=acc).index_add_(
+                0, kmap.table(kmap.n_out), cols.to(acc))[:-1].to(feats.dtype)
+        return grad_in, grad_w, None, None
 
 
 class DownConv(torch.autograd.Function):
     """k2 s2 down-sampling: ``out = slots(feats) @ weight.view(8 * Cin, Cout)``."""
 
     @staticmethod
-    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-        cin = feats.shape[1]
-        cols = feats.new_zeros(kmap.n_out * 8, cin).index_copy_(0, kmap.slot, feats).view(kmap.n_out, 8 * cin)
-        _save(ctx, kmap, cols, weight)
-        return cols @ weight.reshape(8 * cin, -1)
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, out_dtype: torch.dtype) -> torch.Tensor:
+        cin, m = feats.shape[1], kmap.n_out
+        rows = precision.row_bucket(m) if precision.cpu_lowp_dtype(feats) is not None else m
+        cols = feats.new_zeros(rows * 8, cin).index_copy_(0, kmap.slot, feats).view(rows, 8 * cin)
+        _save(ctx, kmap, cols[:m], weight)
+        return (cols @ weight.reshape(8 * cin, -1))[:m].to(out_dtype)
 
     @staticmethod
     @_no_autocast_backward
@@ -296,7 +313,7 @@ class DownConv(torch.autograd.Function):
             grad_in = (grad_out @ w2.t()).view(kmap.n_out * 8, -1).index_select(0, kmap.slot)
         if ctx.needs_input_grad[1]:
             grad_w = (cols.t() @ grad_out).view_as(weight)
-        return grad_in, grad_w, None
+        return grad_in, grad_w, None, None
 
 
 class UpConv(torch.autograd.Function):
@@ -304,11 +321,11 @@ class UpConv(torch.autograd.Function):
     weight[k_i])[parent_i]``, one GEMM ``(M_coarse, Cin) @ (Cin, 8 * Cout)`` read at the slots."""
 
     @staticmethod
-    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, out_dtype: torch.dtype) -> torch.Tensor:
         cout = weight.shape[2]
         wcat = weight.permute(1, 0, 2).reshape(weight.shape[1], 8 * cout)
         _save(ctx, kmap, feats, weight)
-        return (feats @ wcat).view(-1, cout).index_select(0, kmap.slot)
+        return precision.mm(feats, wcat).view(-1, cout).index_select(0, kmap.slot).to(out_dtype)
 
     @staticmethod
     @_no_autocast_backward
@@ -321,17 +338,25 @@ class UpConv(torch.autograd.Function):
             grad_in = g @ weight.permute(1, 0, 2).reshape(cin, 8 * cout).t()
         if ctx.needs_input_grad[1]:
             grad_w = (feats.t() @ g).view(cin, 8, cout).permute(1, 0, 2)
-        return grad_in, grad_w, None
+        return grad_in, grad_w, None, None
 
 
 def _apply(fn, feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-    """``fn.apply`` run in fp32 under autocast (any device): ``index_add_``/``index_copy_`` need one dtype,
-    and fp32 accumulation keeps half-precision training stable."""
+    """``fn.apply`` in the precision autocast asks for (any device), with float32 outputs.
+
+    Under bfloat16 autocast the gathers and GEMMs (forward and backward) run in bf16 — several times faster
+    on CPUs with AMX / AVX512-BF16 — while every sum over kernel offsets (``index_add_``) accumulates in fp32
+    and the output is fp32, so batch norms and residual sums downstream see fp32 as before; one bf16
+    rounding per GEMM output, as in any autocast matmul. Under float16 autocast the convolution runs in
+    fp32: fp16's range is not safe for sums over up to 125 neighbours without a scaler of its own. Without
+    autocast the inputs' dtype is used throughout."""
     dev = feats.device.type
     if torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        dt = dt if dt == torch.bfloat16 else torch.float32
         with torch.autocast(dev, enabled=False):
-            return fn.apply(feats.float(), kernel.float(), kmap)
-    return fn.apply(feats, kernel, kmap)
+            return fn.apply(feats.to(dt), kernel.to(dt), kmap, torch.float32)
+    return fn.apply(feats, kernel, kmap, feats.dtype)
 
 
 def gather_matmul_scatter(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
