@@ -170,8 +170,9 @@ def test_dense_grid_and_binary_search_neighbour_maps_agree(monkeypatch, kernel_s
         ctx = tb.TorchContext()
         ctx.coords[stride] = coords
         km = tb._submanifold_map(ctx, stride, kernel_size)
-        k = torch.repeat_interleave(torch.arange(len(km.ptr) - 1), torch.diff(torch.tensor(km.ptr)))
-        return sorted(zip(k.tolist(), km.in_idx.tolist(), km.out_idx.tolist())), km.ptr, km.table()
+        in_idx, out_idx, ptr = km.pairs()
+        k = torch.repeat_interleave(torch.arange(len(ptr) - 1), torch.diff(torch.tensor(ptr)))
+        return sorted(zip(k.tolist(), in_idx.tolist(), out_idx.tolist())), ptr, km.table()
 
     dense, ptr_d, table_d = triples(1 << 24)
     search, ptr_s, table_s = triples(0)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import precision
 from ..config import configclass, spec
 
 
@@ -64,12 +65,20 @@ class ClassHead(nn.Module):
         else:
             self.fc = nn.Linear(dim, num_classes)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, text: torch.Tensor | None = None, bf16: bool = False) -> torch.Tensor:
+        """``bf16``: the projection as a bf16 GEMM with bucketed rows (:mod:`bifusion_core.precision`), the
+        cosines in x's dtype (the CPU's half-precision inference, where autocast is off around the head)."""
         if not self.open_vocab:
             return self.fc(x)
         if text is None:
             raise ValueError("open-vocabulary classes need text embeddings (C, E)")
-        return F.normalize(self.proj(x), dim=-1) @ F.normalize(text, dim=-1).t() / self.temperature
+        if bf16:
+            h = precision.linear(x.bfloat16(), self.proj.weight, self.proj.bias).to(x.dtype)
+        else:
+            h = self.proj(x)
+        # normalize(h) @ t^T as (h @ t^T) / |h|: the division on (N, C) logits instead of (N, E) features
+        scale = torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(1e-12) * self.temperature
+        return (h @ F.normalize(text, dim=-1).t()) / scale
 
 
 class DecoderLayer(nn.Module):
@@ -204,7 +213,7 @@ class SemanticHead(nn.Module):
         else:
             self.prototypes = nn.Parameter(F.normalize(torch.randn(num_classes, in_dim), dim=1))
 
-    def forward(self, feats: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, text: torch.Tensor | None = None, bf16: bool = False) -> torch.Tensor:
         if self.open_vocab:
-            return self.head(feats, text)
+            return self.head(feats, text, bf16)
         return F.normalize(feats, dim=-1) @ F.normalize(self.prototypes, dim=-1).t() / self.temperature

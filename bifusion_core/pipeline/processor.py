@@ -57,8 +57,9 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 
 class FrameProcessor:
-    """Runs :class:`BiFusionModel` on single frames (inference mode; ``half``: fp16 autocast on CUDA, bf16
-    autocast on a CPU with native bf16, where the sparse convolutions still run in float32).
+    """Runs :class:`BiFusionModel` on single frames (inference mode; ``half``: fp16 autocast on CUDA, where
+    the sparse convolutions stay float32; bf16 autocast on a CPU with native bf16, where they run in bf16 with
+    fp32 sums and the row counts of every bf16 GEMM are bucketed, :mod:`bifusion_core.precision`).
 
     Bounded cost per frame, whatever the camera sends: at most ``frame.max_points`` points of the model config
     (:data:`DEFAULT_MAX_POINTS` when that is None) and a 2D tower input of at most ``clip.max_side`` pixels on
