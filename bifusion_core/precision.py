@@ -39,12 +39,17 @@ def cpu_lowp_dtype(x: torch.Tensor) -> torch.dtype | None:
     return torch.bfloat16 if x.dtype == torch.bfloat16 else None
 
 
-def pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
-    """``x (M, ...)`` with zero rows appended up to ``rows`` (``x`` itself when ``rows == M``)."""
+def padded(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x (M, ...)`` in ``dtype`` with zero rows up to :func:`row_bucket` ``(M)``: the cast and the padding in
+    one pass (``x`` itself when nothing changes)."""
     m = x.shape[0]
+    rows = row_bucket(m)
     if rows == m:
-        return x
-    return torch.cat([x, x.new_zeros(rows - m, *x.shape[1:])])
+        return x.to(dtype)
+    out = torch.empty(rows, *x.shape[1:], dtype=dtype, device=x.device)
+    out[:m] = x
+    out[m:] = 0
+    return out
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -52,9 +57,8 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     dt = cpu_lowp_dtype(a)
     if dt is None:
         return a @ b
-    m = a.shape[0]
     with torch.autocast("cpu", enabled=False):
-        return (pad_rows(a.to(dt), row_bucket(m)) @ b.to(dt))[:m]
+        return (padded(a, dt) @ b.to(dt))[: a.shape[0]]
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,7 +66,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     dt = cpu_lowp_dtype(x)
     if dt is None:
         return F.linear(x, weight, bias)
-    m = x.shape[0]
     with torch.autocast("cpu", enabled=False):
-        out = F.linear(pad_rows(x.to(dt), row_bucket(m)), weight.to(dt), None if bias is None else bias.to(dt))
-    return out[:m]
+        out = F.linear(padded(x, dt), weight.to(dt), None if bias is None else bias.to(dt))
+    return out[: x.shape[0]]

@@ -34,6 +34,9 @@ def test_bucketed_products_are_the_plain_ones_in_bf16_and_untouched_in_fp32():
     torch.testing.assert_close(prod.float(), (a.bfloat16() @ w.t().bfloat16()).float(), rtol=1e-2, atol=5e-2)
     with torch.autocast("cpu", dtype=torch.float16):  # only bf16 is bucketed
         assert precision.cpu_lowp_dtype(a) is None
+    p = precision.padded(a, torch.bfloat16)  # cast and zero rows up to the bucket in one pass
+    assert p.shape == (precision.row_bucket(1000), 64) and p.dtype == torch.bfloat16
+    assert torch.equal(p[:1000], a.bfloat16()) and not p[1000:].any()
 
 
 def _rounded(t):

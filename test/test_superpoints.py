@@ -95,3 +95,48 @@ def test_closed_form_normals_match_eigh():
     assert (v * vecs[:, :, 0]).sum(1).abs().min() > 0.999
     flat = torch.diag(torch.tensor([1.0, 1.0, 0.0])).expand(3, 3, 3)
     torch.testing.assert_close(smallest_eigenvector(flat).abs(), torch.tensor([[0.0, 0.0, 1.0]] * 3))
+
+
+def test_voxel_graph_adjacency_and_normals_match_a_brute_force_reference():
+    """The CSR adjacency (from the kernel map's neighbour table) is each voxel's occupied 26-neighbourhood, cut
+    between voxels of different masks; each normal is the PCA normal of the points of the voxel and its
+    neighbours, computed here in float64 with numpy."""
+    import numpy as np
+
+    from bifusion_core.models.superpoints import _VoxelGraph
+    from bifusion_core.sparse.voxelize import voxelize
+
+    g = torch.Generator().manual_seed(3)
+    pts = torch.cat([box_surface((0, 0, 0), (0.6, 0.4, 0.3)), torch.rand(300, 3, generator=g) * 0.8])
+    cols = torch.rand(pts.shape[0], 3, generator=g)
+    masks = (pts[:, 0] > 0.3).long() - (pts[:, 2] > 0.25).long()  # -1, 0, 1
+    cfg = SuperpointConfig()
+    for m in (None, masks):
+        graph = _VoxelGraph(pts, cols, m, cfg)
+        vox = voxelize(pts, cols, cfg.voxel_size)
+        cells = {tuple(c): i for i, c in enumerate(vox.coords[:, 1:].tolist())}
+        vmask = None
+        if m is not None:
+            vmask = torch.full((graph.count,), 1 << 40).scatter_reduce(0, vox.inverse, m, "amin").tolist()
+        assert graph.count == len(cells)
+        for c, i in cells.items():
+            want = set()
+            for d in [(a, b, e) for a in (-1, 0, 1) for b in (-1, 0, 1) for e in (-1, 0, 1) if (a, b, e) != (0, 0, 0)]:
+                j = cells.get((c[0] + d[0], c[1] + d[1], c[2] + d[2]))
+                if j is not None and (vmask is None or vmask[i] == vmask[j] or vmask[i] < 0 and vmask[j] < 0):
+                    want.add(j)
+            got = graph.dst[graph.ptr[i]:graph.ptr[i] + graph.degree[i]].tolist()
+            assert sorted(got) == sorted(want), (c, got, want)
+        if m is None:  # normals: PCA of all points in the 27-neighbourhood
+            p = pts.double().numpy()
+            vid = vox.inverse.numpy()
+            coords = vox.coords[:, 1:].numpy()
+            checked = 0
+            for i in range(0, graph.count, 7):
+                near = np.abs(coords[vid] - coords[i]).max(1) <= 1
+                q = p[near] - p[near].mean(0)
+                evals, evecs = np.linalg.eigh(q.T @ q)
+                if evals[1] > 10 * abs(evals[0]) + 1e-3 * evals[2]:  # a well-defined normal (not a line)
+                    checked += 1
+                    assert abs(float(np.dot(evecs[:, 0], graph.normal[i].double().numpy()))) > 0.99
+            assert checked > 30

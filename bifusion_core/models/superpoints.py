@@ -136,13 +136,15 @@ class _VoxelGraph:
             self.mask = None
         x, _ = TorchBackend().from_voxels(vox.coords, f[:, :1])
         nbr = x.ctx.submanifold_map(1, 3).neighbours  # (27, V) int32 neighbour row per offset, -1: none
-        # normals: PCA of the point moments over each voxel and its neighbours (weighted by point count);
-        # the centre offset maps each voxel to itself, so a sum over the 27 table columns includes it
-        # in float64: E[xx^T] - mean mean^T cancels most of its digits at 5 cm scales
-        w = vox.counts.to(torch.float64).unsqueeze(1)
-        mom = torch.cat([torch.cat([w, self.xyz * w, second * w], 1), w.new_zeros(1, 13)])  # row V: none
-        table = torch.where(nbr >= 0, nbr, self.count).t()  # (V, 27)
-        acc = mom.index_select(0, table.reshape(-1).to(torch.int64)).view(self.count, 27, 13).sum(1)
+        # normals: PCA of the point moments over each voxel and its neighbours (weighted by point count),
+        # summed offset by offset in kernel order (missing neighbours read the zero row V)
+        w = vox.counts.to(points.dtype).unsqueeze(1)
+        mom = torch.cat([torch.cat([w, self.xyz * w, second * w], 1), w.new_zeros(1, 13)])
+        table = torch.where(nbr >= 0, nbr, self.count).to(torch.int64)  # (27, V)
+        acc = mom[:-1].clone()
+        for k in range(27):
+            if k != 13:  # the centre: the voxel itself, already in acc
+                acc += mom.index_select(0, table[k])
         n = acc[:, :1]
         mean = acc[:, 1:4] / n
         cov = acc[:, 4:13].view(-1, 3, 3) / n.unsqueeze(2) - mean.unsqueeze(2) * mean.unsqueeze(1)
