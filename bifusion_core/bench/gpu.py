@@ -5,7 +5,8 @@
    randomly initialised since the timing does not depend on the weights; and ``synthetic_small``), in fp32 and
    fp16 (``FrameProcessor(half=True)``: fp16 autocast on CUDA; bf16 in a CPU dry run where the CPU has it).
 2. **Sparse backends**: the ``sparse`` stage (MinkUNet18A forward and forward+backward on a ~55k-voxel room,
-   backends interleaved) on the device, for every backend installed there.
+   backends interleaved) on the device, for every backend installed there, the torch backend in fp32 and
+   under bf16 autocast.
 3. **Training**: one ``scannet200`` step (stage S1, the memory peak) at batch 8 on rendered 640x480 frames, its
    time and peak CUDA memory (the design says it fits in 24 GB).
 
