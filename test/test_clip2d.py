@@ -362,3 +362,16 @@ def test_inference_sampling_matches_grid_sample_and_training_keeps_gradients():
     assert leaf.grad is not None and float(leaf.grad.abs().sum()) > 0
     half = sample_dense(feat.float(), uv.float(), batch, 16, scale=(0.9, 0.9))
     torch.testing.assert_close(half.double(), slow.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_building_a_tower_logs_our_own_line_not_open_clips_random_init_warning(caplog):
+    """open_clip warns that a model built without weights "initialized randomly" even when its weights are
+    loaded right after (as Clip2D always builds it); only Clip2D's own line says what happened."""
+    import logging
+
+    with caplog.at_level(logging.DEBUG):
+        tiny(pretrained=None)
+    assert "random CLIP init" in caplog.text  # ours: no weights at all
+    assert "No pretrained weights loaded" not in caplog.text
+    logging.warning("No pretrained weights loaded for model 'x'. Model initialized randomly.")
+    assert "No pretrained weights loaded" in caplog.text  # the filter is gone again afterwards

@@ -49,6 +49,7 @@ import logging
 import os
 import warnings
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -338,6 +339,24 @@ class Proj2D(nn.Module):
         return F.normalize(self.net(x), dim=-1)
 
 
+class _DropOpenClipRandomInit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded for model")
+
+
+@contextmanager
+def _quiet_open_clip_init():
+    """Drop open_clip's root-logger warning that a model it built without weights "initialized randomly":
+    :class:`Clip2D` always builds the tower that way and then loads the weights itself, or says it has none."""
+    f = _DropOpenClipRandomInit()
+    root = logging.getLogger()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
 @configclass
 class Clip2DConfig:
     """2D branch configuration (see the module docstring for the weight lookup).
@@ -424,9 +443,10 @@ class Clip2D(nn.Module):
         else:
             path = None
         quick_gelu = bool(pcfg.get("quick_gelu", False)) if cfg.quick_gelu is None else cfg.quick_gelu
-        self.clip = oc.create_model(
-            cfg.model_name, pretrained=None, load_weights=False, device="cpu", force_quick_gelu=quick_gelu
-        )
+        with _quiet_open_clip_init():  # weights are loaded (or their absence logged) just below, by us
+            self.clip = oc.create_model(
+                cfg.model_name, pretrained=None, load_weights=False, device="cpu", force_quick_gelu=quick_gelu
+            )
         if path is not None:
             _load_into(self.clip, load_state_dict_file(path, cfg.model_name, cfg.pretrained), str(path))
             log.info("loaded CLIP weights for %s from %s", cfg.model_name, path)
