@@ -98,7 +98,7 @@ def test_closed_form_normals_match_eigh():
 
 
 def test_voxel_graph_adjacency_and_normals_match_a_brute_force_reference():
-    """The CSR adjacency (from the kernel map's neighbour table) is each voxel's occupied 26-neighbourhood, cut
+    """The adjacency table (from the kernel map's neighbour table) is each voxel's occupied 26-neighbourhood, cut
     between voxels of different masks; each normal is the PCA normal of the points of the voxel and its
     neighbours, computed here in float64 with numpy."""
     import numpy as np
@@ -125,7 +125,7 @@ def test_voxel_graph_adjacency_and_normals_match_a_brute_force_reference():
                 j = cells.get((c[0] + d[0], c[1] + d[1], c[2] + d[2]))
                 if j is not None and (vmask is None or vmask[i] == vmask[j] or vmask[i] < 0 and vmask[j] < 0):
                     want.add(j)
-            got = graph.dst[graph.ptr[i]:graph.ptr[i] + graph.degree[i]].tolist()
+            got = [j for j in graph.adj[i].tolist() if j >= 0]
             assert sorted(got) == sorted(want), (c, got, want)
         if m is None:  # normals: PCA of all points in the 27-neighbourhood
             p = pts.double().numpy()
@@ -140,3 +140,17 @@ def test_voxel_graph_adjacency_and_normals_match_a_brute_force_reference():
                     checked += 1
                     assert abs(float(np.dot(evecs[:, 0], graph.normal[i].double().numpy()))) > 0.99
             assert checked > 30
+
+
+def test_order_keys_sort_as_value_then_tiebreak_pairs():
+    """The growth step's single ``amin`` relies on int64 keys ordered exactly as (float32 value, tiebreak)."""
+    from bifusion_core.models.superpoints import _order_key
+
+    g = torch.Generator().manual_seed(0)
+    vals = torch.cat([torch.randn(2000, generator=g), torch.tensor([0.0, 1e-30, -1e-30, 3.4e38, -3.4e38, 1.0, 1.0])])
+    tb = torch.randint(0, 2**31 - 1, (vals.shape[0],), generator=g)
+    tb[-2:] = torch.tensor([7, 3])  # equal values: the smaller tiebreak first
+    keys = _order_key(vals, tb)
+    want = sorted(range(len(vals)), key=lambda i: (float(vals[i]), int(tb[i])))
+    assert torch.argsort(keys).tolist() == want
+    assert torch.equal(keys & 0xFFFFFFFF, tb)

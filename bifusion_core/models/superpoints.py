@@ -149,31 +149,36 @@ class _VoxelGraph:
         mean = acc[:, 1:4] / n
         cov = acc[:, 4:13].view(-1, 3, 3) / n.unsqueeze(2) - mean.unsqueeze(2) * mean.unsqueeze(1)
         self.normal = smallest_eigenvector(cov)
-        # CSR adjacency without self pairs: neighbours of v are dst[ptr[v]:ptr[v+1]] (row-major over the
-        # (V, 26) table, so already grouped by v)
+        # adjacency without self pairs: row v of the (V, 26) table holds v's neighbours, -1 where there is none
+        # (or where two different masks meet)
         others = torch.cat([nbr[:13], nbr[14:]]).t()  # (V, 26)
         found = others >= 0
         if self.mask is not None:
             nm = self.mask[others.clamp_min(0).to(torch.int64)]
             own = self.mask.unsqueeze(1)
             found &= (nm == own) | (nm < 0) & (own < 0)
-        self.dst = others[found].to(torch.int64)
-        self.degree = found.sum(1)
-        self.ptr = torch.cumsum(self.degree, 0) - self.degree
+        self.adj = torch.where(found, others, -1).to(torch.int64)
+        # [xyz | rgb | normal] side by side: one gather per growth step for voxels, one for their centres
+        self.feat = torch.cat([self.xyz, self.rgb, self.normal], 1)
         self.keys = pack_keys(vox.coords)
 
-    def edges_from(self, voxels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """All adjacency edges leaving ``voxels``: (source voxel, destination voxel) pairs."""
-        deg = self.degree[voxels]
-        total = int(deg.sum())
-        src = torch.repeat_interleave(voxels, deg, output_size=total)
-        start = torch.repeat_interleave(self.ptr[voxels] - (torch.cumsum(deg, 0) - deg), deg, output_size=total)
-        return src, self.dst[start + torch.arange(total, device=voxels.device)]
+    def distance(self, voxels, centres: torch.Tensor, cfg: SuperpointConfig) -> torch.Tensor:
+        """VCCS distance of ``voxels (E,)`` to supervoxel centres ``(E, 9)`` laid out as :attr:`feat`."""
+        f = self.feat[voxels]
+        d = cfg.spatial_weight * (f[:, 0:3] - centres[:, 0:3]).norm(dim=1) / cfg.seed_size
+        d = d + cfg.colour_weight * (f[:, 3:6] - centres[:, 3:6]).norm(dim=1) / 3**0.5
+        return d + cfg.normal_weight * (1 - (f[:, 6:9] * centres[:, 6:9]).sum(1).abs())
 
-    def distance(self, voxels, c_xyz, c_rgb, c_normal, cfg: SuperpointConfig) -> torch.Tensor:
-        d = cfg.spatial_weight * (self.xyz[voxels] - c_xyz).norm(dim=1) / cfg.seed_size
-        d = d + cfg.colour_weight * (self.rgb[voxels] - c_rgb).norm(dim=1) / 3**0.5
-        return d + cfg.normal_weight * (1 - (self.normal[voxels] * c_normal).sum(1).abs())
+
+_NO_KEY = torch.iinfo(torch.int64).max
+
+
+def _order_key(value: torch.Tensor, tiebreak: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered as ``(value, tiebreak)`` pairs: the float32 value's bits made monotone (negative
+    floats' magnitude bits flipped) in the high half, ``tiebreak`` (``0 <= tiebreak < 2**31``) in the low half."""
+    bits = value.to(torch.float32).contiguous().view(torch.int32)
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return (bits.to(torch.int64) << 32) | tiebreak
 
 
 def _seeds(g: _VoxelGraph, candidates: torch.Tensor, cfg: SuperpointConfig) -> torch.Tensor:
@@ -192,24 +197,27 @@ def _seeds(g: _VoxelGraph, candidates: torch.Tensor, cfg: SuperpointConfig) -> t
 
 
 def _grow(g: _VoxelGraph, seeds: torch.Tensor, label: torch.Tensor, first: int, cfg: SuperpointConfig) -> None:
-    """Breadth-first growth of supervoxels ``first..first+len(seeds)-1`` into unlabelled voxels (in place)."""
+    """Breadth-first growth of supervoxels ``first..first+len(seeds)-1`` into unlabelled voxels (in place).
+
+    Each step, every unlabelled neighbour of the front joins the adjacent supervoxel whose centre is nearest
+    (ties: the smaller supervoxel id): one ``amin`` over :func:`_order_key` keys grouped by voxel id."""
     k = torch.arange(first, first + seeds.shape[0], device=seeds.device)
     label[seeds] = k
-    n_total = first + seeds.shape[0]
-    c_xyz = torch.zeros(n_total, 3, dtype=g.xyz.dtype, device=g.xyz.device)
-    c_rgb, c_nrm = torch.zeros_like(c_xyz), torch.zeros_like(c_xyz)
-    c_xyz[k], c_rgb[k], c_nrm[k] = g.xyz[seeds], g.rgb[seeds], g.normal[seeds]
+    centres = g.feat.new_zeros(first + seeds.shape[0], g.feat.shape[1])
+    centres[k] = g.feat[seeds]
     front = seeds
     while front.numel():
-        src, dst = g.edges_from(front)
-        free = label[dst] < 0
+        nb = g.adj[front]  # (F, 26)
+        free = nb >= 0
+        free &= label[nb.clamp_min(0)] < 0
         if not bool(free.any()):
             break
-        v, lab = dst[free], label[src[free]]
-        d = g.distance(v, c_xyz[lab], c_rgb[lab], c_nrm[lab], cfg)
-        win = _argmin_by_group(v, d, g.count, lab)  # grouped by voxel id directly: no sort
-        front = (win >= 0).nonzero().squeeze(1)
-        label[front] = lab[win[front]]
+        v = nb[free]
+        lab = label[front].unsqueeze(1).expand_as(nb)[free]
+        key = _order_key(g.distance(v, centres[lab], cfg), lab)
+        best = torch.full((g.count,), _NO_KEY, dtype=torch.int64, device=v.device).scatter_reduce_(0, v, key, "amin")
+        front = (best != _NO_KEY).nonzero().squeeze(1)
+        label[front] = best[front] & 0xFFFFFFFF
 
 
 def compute_superpoints(points: torch.Tensor, colours: torch.Tensor, cfg: SuperpointConfig | None = None,
