@@ -296,17 +296,18 @@ class BiFusionModel(nn.Module):
             text = self.text_embeddings()
             sem_logits = self.sem_head(enc.fused, text, bf16)
             feats, centres, locals_, world_centres, idxs = [], [], [], [], []
+            single = inp.num_samples == 1  # one frame (the node): every row is the sample's, no gathers
             for b in range(inp.num_samples):
-                idx = (inp.batch == b).nonzero().squeeze(1)
+                idx = torch.arange(inp.points.shape[0], device=dev) if single else (inp.batch == b).nonzero().squeeze(1)
                 if idx.numel() == 0:
                     raise ValueError(f"sample {b} has no points")
-                uniq, local = torch.unique(inp.superpoints[idx], return_inverse=True)
+                uniq, local = torch.unique(inp.superpoints if single else inp.superpoints[idx], return_inverse=True)
                 s = uniq.numel()
-                pts = inp.points[idx]
+                pts = inp.points if single else inp.points[idx]
                 c, _, _ = superpoint_stats(pts, local, s)
                 lo, hi = pts.min(0).values, pts.max(0).values
                 centres.append((c - (lo + hi) / 2) / (hi - lo).norm().clamp_min(1e-6))
-                feats.append(pool_mean(enc.fused[idx], local, s))
+                feats.append(pool_mean(enc.fused if single else enc.fused[idx], local, s))
                 locals_.append(local)
                 world_centres.append(c)
                 idxs.append(idx)
