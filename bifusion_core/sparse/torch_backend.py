@@ -16,6 +16,10 @@ hand-written backward:
   ``parent * 8 + offset``), so a down-sampling is one GEMM on the fine rows copied into their slots of a
   ``(M_coarse, 8 * Cin)`` matrix, and a transposed one is one GEMM ``(M_coarse, Cin) @ (Cin, 8 * Cout)``
   read back at the slots: no scatter-add at all.
+
+Under bfloat16 autocast (:func:`_apply`) every submanifold convolution on the CPU is instead a chunked im2col
+in bf16, forward and backward (:class:`Im2colChunkedConv`), with fp32 sums and outputs and row counts
+bucketed so oneDNN's per-shape kernels are compiled once (:mod:`bifusion_core.precision`).
 """
 from __future__ import annotations
 
