@@ -98,20 +98,13 @@ class KernelMap:
             self.ptr = [0] + torch.cumsum(counts, 0).tolist()
         return self.in_idx, self.out_idx, self.ptr
 
-    def table(self, rows: int | None = None) -> torch.Tensor:
-        """``(rows * K,)`` int64: at ``o * K + k`` the input row of output row ``o``'s neighbour at offset
-        ``k``, ``n_in`` (a zero row) where there is none or where ``o >= M`` (``rows``: at least ``M``, default
-        ``M``; padding rows for :mod:`bifusion_core.precision`); built on first use and kept (the longest
-        one asked for: the shorter ones are its prefixes)."""
-        rows = self.n_out if rows is None else rows
-        k = self.neighbours.shape[0]
-        if self._table is None or self._table.shape[0] < rows * k:  # a longer table's prefix serves
+    def table(self) -> torch.Tensor:
+        """``(M * K,)`` int64: at ``o * K + k`` the input row of output row ``o``'s neighbour at offset ``k``,
+        ``n_in`` (a zero row) where there is none; built on first use."""
+        if self._table is None:
             t = torch.where(self.neighbours >= 0, self.neighbours, self.n_in).t()
-            t = t.to(torch.int64, memory_format=torch.contiguous_format)
-            if rows > self.n_out:
-                t = torch.cat([t, t.new_full((rows - self.n_out, k), self.n_in)])
-            self._table = t.view(-1)
-        return self._table[: rows * k]
+            self._table = t.to(torch.int64, memory_format=torch.contiguous_format).view(-1)
+        return self._table
 
 
 @dataclass
@@ -282,11 +275,10 @@ class GatherMatmulScatter(torch.autograd.Function):
         return None if grad_in is None else grad_in.to(feats.dtype), grad_w, None, None
 
 
-def _im2col(feats: torch.Tensor, kmap: KernelMap, rows: int | None = None) -> torch.Tensor:
-    """``(rows, K * Cin)``: every output row's neighbours side by side (zeros where none and in the rows
-    beyond ``M_out``; ``rows`` default ``M_out``)."""
+def _im2col(feats: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """``(M_out, K * Cin)``: every output row's neighbours side by side (zeros where none)."""
     pad = torch.cat([feats, feats.new_zeros(1, feats.shape[1])])
-    return pad.index_select(0, kmap.table(rows)).view(kmap.n_out if rows is None else rows, -1)
+    return pad.index_select(0, kmap.table()).view(kmap.n_out, -1)
 
 
 IM2COL_CHUNK_ELEMENTS = 1 << 23
@@ -304,14 +296,21 @@ def _scratch(like: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return like.new_empty(rows, cols)
 
 
+def _chunk_rows(m: int, k: int, cin: int) -> int:
+    """Output rows per chunk of :func:`_im2col_chunked`: a power of two (at least the smallest bucket) whose
+    gathered ``(rows, k * cin)`` matrix has at most :data:`IM2COL_CHUNK_ELEMENTS` entries, or all ``m`` rows'
+    bucket when that is fewer."""
+    rows = max(precision.MIN_BUCKET, 1 << max((IM2COL_CHUNK_ELEMENTS // (k * cin)).bit_length() - 1, 0))
+    return min(rows, precision.row_bucket(m))
+
+
 def _im2col_chunked(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, out_dtype) -> torch.Tensor:
     """``(M_out, Cout)`` im2col convolution computed over chunks of output rows (see IM2COL_CHUNK_ELEMENTS)."""
     m, k, cin = kmap.n_out, weight.shape[0], feats.shape[1]
     w2 = weight.reshape(k * cin, -1)
     table = kmap.table()
     pad = torch.cat([feats, feats.new_zeros(1, cin)])
-    rows = max(precision.MIN_BUCKET, 1 << max((IM2COL_CHUNK_ELEMENTS // (k * cin)).bit_length() - 1, 0))
-    rows = min(rows, precision.row_bucket(m))
+    rows = _chunk_rows(m, k, cin)
     out = torch.empty(m, w2.shape[1], dtype=out_dtype, device=feats.device)
     buf = _scratch(feats, rows, k * cin)
     for s in range(0, m, rows):
@@ -330,8 +329,7 @@ def _im2col_chunked_wgrad(feats: torch.Tensor, grad_out: torch.Tensor, kmap: Ker
     m, cin, cout = kmap.n_out, feats.shape[1], grad_out.shape[1]
     table = kmap.table()
     pad = torch.cat([feats, feats.new_zeros(1, cin)])
-    rows = max(precision.MIN_BUCKET, 1 << max((IM2COL_CHUNK_ELEMENTS // (k * cin)).bit_length() - 1, 0))
-    rows = min(rows, precision.row_bucket(m))
+    rows = _chunk_rows(m, k, cin)
     acc = torch.zeros(k * cin, cout, dtype=torch.float32, device=feats.device)
     buf = _scratch(feats, rows, k * cin)
     gbuf = _scratch(grad_out, rows, cout)
@@ -385,12 +383,12 @@ class Im2colConv(torch.autograd.Function):
         feats, weight, kmap, grad_out = _saved(ctx, grad_out)
         grad_in = grad_w = None
         if ctx.needs_input_grad[1]:  # the gathered matrix is rebuilt rather than kept (K x the input's memory)
-            grad_w = (_im2col(feats, kmap, kmap.n_out).t() @ grad_out).view_as(weight)
+            grad_w = (_im2col(feats, kmap).t() @ grad_out).view_as(weight)
         if ctx.needs_input_grad[0]:
             cols = (grad_out @ weight.reshape(-1, weight.shape[2]).t()).view(-1, feats.shape[1])
             acc = torch.promote_types(feats.dtype, torch.float32)
             grad_in = feats.new_zeros(feats.shape[0] + 1, feats.shape[1], dtype=acc).index_add_(
-                0, kmap.table(kmap.n_out), cols.to(acc))[:-1].to(feats.dtype)
+                0, kmap.table(), cols.to(acc))[:-1].to(feats.dtype)
         return grad_in, grad_w, None, None
 
 
