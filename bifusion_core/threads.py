@@ -24,6 +24,15 @@ import torch
 
 log = logging.getLogger(__name__)
 
+ADAPTIVE_ENV = "BIFUSION_ADAPTIVE_THREADS"
+
+
+def adaptive_threads_enabled() -> bool:
+    """Whether frame processing and training adapt their thread count (:class:`ThreadGovernor`): yes unless
+    the environment sets ``BIFUSION_ADAPTIVE_THREADS=0`` (the test suite does, so that the runs it compares
+    keep one thread count and bit-reproducible float sums)."""
+    return os.environ.get(ADAPTIVE_ENV, "1") != "0"
+
 
 def machine_busy_seconds(path: str = "/proc/stat") -> float | None:
     """CPU seconds the whole machine has spent busy since boot (all cores; None where unreadable)."""

@@ -139,10 +139,7 @@ def main(argv=None) -> int:
         log.error("--frames must be >= 1, got %d", args.frames)
         return 2
     try:
-        try:
-            classes = replay.parse_string_list(args.classes) if args.classes else None
-        except ValueError as exc:
-            raise replay.ReplayError(f"--classes: {exc}") from None
+        classes = replay.parse_classes(args.classes)
         classes_at = replay.parse_classes_at(args.classes_at)
         bag = ensure_recording(generator_params(args.frames, args.seed), args.cache_dir, progress=not args.quiet)
         cfg = replay.ReplayConfig(bag=bag, out=args.out, checkpoint=args.checkpoint, device=args.device,

@@ -1083,6 +1083,14 @@ def setup_logging() -> None:
     logging.getLogger("bifusion").setLevel(logging.INFO)
 
 
+def parse_classes(text: str | None) -> list[str] | None:
+    """``--classes`` -> names (None when not given; :class:`ReplayError` naming a bad list)."""
+    try:
+        return parse_string_list(text) if text else None
+    except ValueError as exc:
+        raise ReplayError(f"--classes: {exc}") from None
+
+
 def parse_classes_at(items) -> list[tuple[int, list[str]]]:
     """``--classes-at K=LIST`` arguments -> ``[(K, names), ...]`` (:class:`ReplayError` naming a bad one)."""
     out = []
@@ -1098,10 +1106,7 @@ def parse_classes_at(items) -> list[tuple[int, list[str]]]:
 
 
 def config_from_args(args: argparse.Namespace) -> ReplayConfig:
-    try:
-        classes = parse_string_list(args.classes) if args.classes else None
-    except ValueError as exc:
-        raise ReplayError(f"--classes: {exc}") from None
+    classes = parse_classes(args.classes)
     classes_at = parse_classes_at(args.classes_at)
     given = {"map_voxel_size": args.map_voxel_size, "map_max_instances": args.map_max_instances,
              "map_merge_threshold": args.map_merge_threshold, "map_overlap": args.map_overlap,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -14,7 +13,7 @@ from ..data.frame import point_masks
 from ..io.render import splat
 from ..models.bifusion import BiFusionModel, StageTimer, batch_superpoints, frames_to_input
 from ..models.checkpoint import load_model
-from ..threads import ThreadGovernor
+from ..threads import ThreadGovernor, adaptive_threads_enabled
 from .types import Frame, FrameResult
 
 DEFAULT_MAX_POINTS = 200_000
@@ -74,7 +73,7 @@ class FrameProcessor:
         ``BIFUSION_ADAPTIVE_THREADS=0`` (the test suite does, so that runs it compares use one thread count)."""
         self.device = pick_device(device) if isinstance(device, str) else device
         if adaptive_threads is None:
-            adaptive_threads = os.environ.get("BIFUSION_ADAPTIVE_THREADS", "1") != "0"
+            adaptive_threads = adaptive_threads_enabled()
         self.threads = ThreadGovernor() if adaptive_threads else None
         if model.cfg.frame.max_points is None:
             model.cfg.frame.max_points = DEFAULT_MAX_POINTS

@@ -30,7 +30,7 @@ from ..losses.criterion import BiFusionCriterion
 from ..models.bifusion import BiFusionModel
 from ..models.checkpoint import (CheckpointError, checkpoint_config, init_weights, load_weights, read_checkpoint,
                                  save_checkpoint)
-from ..threads import ThreadGovernor
+from ..threads import ThreadGovernor, adaptive_threads_enabled
 from .config import OptimConfig, TrainConfig
 from .data import BatchSampler, training_pool
 from .stages import StageConfig, apply_stage, lora_parameters, stage_modules
@@ -202,9 +202,8 @@ class Trainer:
         self.ddp = None
         # on the CPU each step runs on the cores other processes leave free (bifusion_core.threads): at a fixed
         # 2 threads a step took 13.6 s instead of 1.2 s while a compiler held the other core (OpenMP barriers).
-        # BIFUSION_ADAPTIVE_THREADS=0 keeps torch's count (bit-reproducible float sums; the tests set it).
-        self.threads = (ThreadGovernor() if self.device.type == "cpu"
-                        and os.environ.get("BIFUSION_ADAPTIVE_THREADS", "1") != "0" else None)
+        # BIFUSION_ADAPTIVE_THREADS=0 keeps torch's count (bifusion_core.threads.adaptive_threads_enabled).
+        self.threads = ThreadGovernor() if self.device.type == "cpu" and adaptive_threads_enabled() else None
         if self.world > 1:
             # DDP synchronises the parameters that require grad when it is built: every parameter any stage
             # trains (apply_stage toggles them per step; unused ones are found each step and keep no grad)
