@@ -289,7 +289,7 @@ class BiFusionModel(nn.Module):
         # The per-point semantic head's (N, 256) x (256, 256) projection is the exception: under bf16 autocast it
         # stays a bf16 GEMM (row-bucketed, bifusion_core.precision), 8.2 -> 1.5 ms on the demo frame.
         cpu_fp32 = torch.autocast("cpu", enabled=False) if dev.type == "cpu" else nullcontext()
-        bf16 = dev.type == "cpu" and precision.cpu_lowp_dtype(enc.fused) is not None
+        bf16 = precision.cpu_lowp_dtype(enc.fused) is not None  # before autocast is switched off below
         with timer("decoder", dev), cpu_fp32:
             if dev.type == "cpu":
                 enc.fused = enc.fused.float()

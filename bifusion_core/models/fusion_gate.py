@@ -97,10 +97,9 @@ class LiteFusionGate(nn.Module):
             # Linear(512 -> 64) on [f2D || f3D] as two GEMMs on the halves of its weight: no (N, 512) copy
             if precision.cpu_lowp_dtype(f2d) is not None:  # bf16 on the CPU: row counts bucketed (precision)
                 h = precision.linear(f2d, first.weight[:, :C], first.bias) + precision.linear(f3d, first.weight[:, C:])
-                alpha = torch.sigmoid(precision.linear(torch.relu(h), last.weight, last.bias))
-            else:
+            else:  # one pass: the second GEMM accumulates into the first's output
                 h = torch.addmm(torch.addmm(first.bias, f2d, first.weight[:, :C].t()), f3d, first.weight[:, C:].t())
-                alpha = torch.sigmoid(last(torch.relu(h)))
+            alpha = torch.sigmoid(precision.linear(torch.relu(h), last.weight, last.bias))
             alpha = alpha * v + self.cfg.invalid_alpha * (1 - v)
         dt = torch.promote_types(torch.promote_types(f2d.dtype, f3d.dtype), alpha.dtype)  # lerp wants one dtype
         f_mix = torch.lerp(f3d.to(dt), f2d.to(dt), alpha.to(dt))  # alpha * f2D + (1 - alpha) * f3D in one pass

@@ -232,11 +232,8 @@ class PEFiLM(nn.Module):
         C = self.cfg.feat_dim
         first, last = self.mlp[0], self.mlp[2]
         w, b = last.weight, last.bias
-        if precision.cpu_lowp_dtype(pe) is not None:  # bf16 on the CPU: row counts bucketed (precision)
-            h = F.silu(precision.linear(pe, first.weight, first.bias))
-            return precision.linear(h, w[:C], b[:C] + 1), precision.linear(h, w[C:], b[C:])
-        h = F.silu(F.linear(pe, first.weight, first.bias))
-        return torch.addmm(b[:C] + 1, h, w[:C].t()), torch.addmm(b[C:], h, w[C:].t())
+        h = F.silu(precision.linear(pe, first.weight, first.bias))  # F.linear; bf16 on the CPU: rows bucketed
+        return precision.linear(h, w[:C], b[:C] + 1), precision.linear(h, w[C:], b[C:])
 
     def forward(
         self,

@@ -135,23 +135,25 @@ class _VoxelGraph:
         else:
             self.mask = None
         x, _ = TorchBackend().from_voxels(vox.coords, f[:, :1])
-        nbr = x.ctx.submanifold_map(1, 3).neighbours  # (27, V) int32 neighbour row per offset, -1: none
+        kmap = x.ctx.submanifold_map(1, 3)
+        nbr = kmap.neighbours  # (27, V) int32 neighbour row per offset, -1: none
         # normals: PCA of the point moments over each voxel and its neighbours (weighted by point count),
-        # summed offset by offset in kernel order (missing neighbours read the zero row V)
+        # summed offset by offset in kernel order (the im2col table: a missing neighbour reads the zero row V)
         w = vox.counts.to(points.dtype).unsqueeze(1)
         mom = torch.cat([torch.cat([w, self.xyz * w, second * w], 1), w.new_zeros(1, 13)])
-        table = torch.where(nbr >= 0, nbr, self.count).to(torch.int64)  # (27, V)
+        table = kmap.table().view(self.count, 27)
         acc = mom[:-1].clone()
         for k in range(27):
-            if k != 13:  # the centre: the voxel itself, already in acc
-                acc += mom.index_select(0, table[k])
+            if k != kmap.identity:  # the centre: the voxel itself, already in acc
+                acc += mom.index_select(0, table[:, k])
         n = acc[:, :1]
         mean = acc[:, 1:4] / n
         cov = acc[:, 4:13].view(-1, 3, 3) / n.unsqueeze(2) - mean.unsqueeze(2) * mean.unsqueeze(1)
         self.normal = smallest_eigenvector(cov)
         # adjacency without self pairs: row v of the (V, 26) table holds v's neighbours, -1 where there is none
         # (or where two different masks meet)
-        others = torch.cat([nbr[:13], nbr[14:]]).t()  # (V, 26)
+        c = kmap.identity
+        others = torch.cat([nbr[:c], nbr[c + 1:]]).t()  # (V, 26)
         found = others >= 0
         if self.mask is not None:
             nm = self.mask[others.clamp_min(0).to(torch.int64)]

@@ -296,52 +296,48 @@ def _scratch(like: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return like.new_empty(rows, cols)
 
 
-def _chunk_rows(m: int, k: int, cin: int) -> int:
-    """Output rows per chunk of :func:`_im2col_chunked`: a power of two (at least the smallest bucket) whose
-    gathered ``(rows, k * cin)`` matrix has at most :data:`IM2COL_CHUNK_ELEMENTS` entries, or all ``m`` rows'
-    bucket when that is fewer."""
-    rows = max(precision.MIN_BUCKET, 1 << max((IM2COL_CHUNK_ELEMENTS // (k * cin)).bit_length() - 1, 0))
-    return min(rows, precision.row_bucket(m))
-
-
-def _im2col_chunked(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, out_dtype) -> torch.Tensor:
-    """``(M_out, Cout)`` im2col convolution computed over chunks of output rows (see IM2COL_CHUNK_ELEMENTS)."""
-    m, k, cin = kmap.n_out, weight.shape[0], feats.shape[1]
-    w2 = weight.reshape(k * cin, -1)
+def _gathered_chunks(feats: torch.Tensor, kmap: KernelMap, k: int):
+    """Yield ``(start, end, cols)`` over chunks of output rows: ``cols (rows_b, k * Cin)`` holds the chunk's
+    gathered neighbourhoods (:func:`_im2col`) in its first ``end - start`` rows and zeros in the rest, up to a
+    power-of-two row count whose matrix has at most :data:`IM2COL_CHUNK_ELEMENTS` entries, bucketed for the last
+    chunk (:mod:`bifusion_core.precision`). The padding is zeros, not stale memory: oneDNN's bf16 GEMM lets a
+    NaN row spoil another row's output. ``cols`` is one buffer, overwritten by the next chunk."""
+    m, cin = kmap.n_out, feats.shape[1]
     table = kmap.table()
     pad = torch.cat([feats, feats.new_zeros(1, cin)])
-    rows = _chunk_rows(m, k, cin)
-    out = torch.empty(m, w2.shape[1], dtype=out_dtype, device=feats.device)
+    rows = min(max(precision.MIN_BUCKET, 1 << max((IM2COL_CHUNK_ELEMENTS // (k * cin)).bit_length() - 1, 0)),
+               precision.row_bucket(m))
     buf = _scratch(feats, rows, k * cin)
     for s in range(0, m, rows):
         e = min(m, s + rows)
         n = e - s
         nb = precision.row_bucket(n) if n < rows else rows
         torch.index_select(pad, 0, table[s * k:e * k], out=buf[:n].view(n * k, cin))
-        buf[n:nb] = 0  # zeros, not stale memory: oneDNN's bf16 GEMM lets a NaN row spoil other rows' outputs
-        out[s:e] = (buf[:nb] @ w2)[:n]
+        buf[n:nb] = 0
+        yield s, e, buf[:nb]
+
+
+def _im2col_chunked(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, out_dtype) -> torch.Tensor:
+    """``(M_out, Cout)`` im2col convolution computed over chunks of output rows (:func:`_gathered_chunks`)."""
+    w2 = weight.reshape(-1, weight.shape[2])
+    out = torch.empty(kmap.n_out, w2.shape[1], dtype=out_dtype, device=feats.device)
+    for s, e, cols in _gathered_chunks(feats, kmap, weight.shape[0]):
+        out[s:e] = (cols @ w2)[: e - s]
     return out
 
 
 def _im2col_chunked_wgrad(feats: torch.Tensor, grad_out: torch.Tensor, kmap: KernelMap, k: int) -> torch.Tensor:
-    """``(K * Cin, Cout)`` fp32 ``im2col(feats)^T @ grad_out``, over the chunks of :func:`_im2col_chunked`
-    (padding rows zeroed in both operands)."""
-    m, cin, cout = kmap.n_out, feats.shape[1], grad_out.shape[1]
-    table = kmap.table()
-    pad = torch.cat([feats, feats.new_zeros(1, cin)])
-    rows = _chunk_rows(m, k, cin)
-    acc = torch.zeros(k * cin, cout, dtype=torch.float32, device=feats.device)
-    buf = _scratch(feats, rows, k * cin)
-    gbuf = _scratch(grad_out, rows, cout)
-    for s in range(0, m, rows):
-        e = min(m, s + rows)
-        n = e - s
-        nb = precision.row_bucket(n) if n < rows else rows
-        torch.index_select(pad, 0, table[s * k:e * k], out=buf[:n].view(n * k, cin))
-        gbuf[:n] = grad_out[s:e]
-        buf[n:nb] = 0
-        gbuf[n:nb] = 0
-        acc += buf[:nb].t() @ gbuf[:nb]
+    """``(K * Cin, Cout)`` fp32 ``im2col(feats)^T @ grad_out`` over the chunks of :func:`_gathered_chunks`
+    (the output gradient's padding rows zeroed too)."""
+    acc = torch.zeros(k * feats.shape[1], grad_out.shape[1], dtype=torch.float32, device=feats.device)
+    gbuf = None
+    for s, e, cols in _gathered_chunks(feats, kmap, k):
+        if gbuf is None:
+            gbuf = _scratch(grad_out, cols.shape[0], grad_out.shape[1])
+        g = gbuf[: cols.shape[0]]
+        g[: e - s] = grad_out[s:e]
+        g[e - s:] = 0
+        acc += cols.t() @ g
     return acc
 
 
