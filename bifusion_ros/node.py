@@ -67,6 +67,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from bifusion_core.allocator import keep_heap_blocks
 from bifusion_core.pipeline.mask_cache import MaskCache, masks_kept
 from bifusion_core.pipeline.session import FrameInputs, FrameSession, FrameSkipped
 from bifusion_ros import convert
@@ -481,6 +482,7 @@ def main(args=None) -> int:
 
     Returns the exit status: 0 after a normal shutdown, 1 when the node could not start (:class:`StartupError`:
     logged as one line, no traceback)."""
+    keep_heap_blocks()  # before rclpy starts threads: the frame worker shares the main heap (see the module)
     rclpy.init(args=args)
     node = None
     status = 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..allocator import keep_heap_blocks
 from ..data.frame import point_masks
 from ..io.render import splat
 from ..models.bifusion import BiFusionModel, StageTimer, batch_superpoints, frames_to_input
@@ -71,6 +72,7 @@ class FrameProcessor:
         """``adaptive_threads``: run each frame on the CPU threads other processes leave free (up to
         torch's count at construction; see :mod:`bifusion_core.threads`). None: on unless the environment sets
         ``BIFUSION_ADAPTIVE_THREADS=0`` (the test suite does, so that runs it compares use one thread count)."""
+        keep_heap_blocks()  # a frame's large tensors reuse the heap's pages (bifusion_core.allocator)
         self.device = pick_device(device) if isinstance(device, str) else device
         if adaptive_threads is None:
             adaptive_threads = adaptive_threads_enabled()
