@@ -3,16 +3,17 @@
 PyTorch's CPU tensors come from ``malloc``. glibc serves every block above its mmap threshold (128 KB at start,
 raised dynamically up to 32 MB) with a fresh ``mmap`` and returns it with ``munmap`` on free, so a frame's
 ``(N, 256)`` float32 tensors (19 MB at the demo's 18,800 points) and the sparse U-Net's gathered matrices are
-new zero-filled pages every frame: the demo's frame took 31,600-41,000 minor page faults (120-160 MB of pages
-touched for the first time) and spent a tenth of its time in the kernel filling them.
+new zero-filled pages every frame: the demo's frame took 31,600-43,300 minor page faults (120-170 MB of pages
+touched for the first time) and 72-88 ms of kernel CPU time filling them.
 :func:`keep_heap_blocks` switches that off for the process (``M_MMAP_MAX = 0``: every block comes from the
 heap, whatever its size; ``M_TRIM_THRESHOLD``: freed memory at the top of the heap is kept up to
 :data:`TRIM_THRESHOLD` bytes; ``M_ARENA_MAX = 1``: threads started afterwards share the main heap, since a
 thread's own arena is a set of 64 MB mmapped heaps that glibc shrinks, and refills with fresh pages, as
 before), so the next frame reuses the pages: 4-550 faults per frame, on the main thread and on a worker
-thread as the node runs it, and the demo's frame 263 ms instead of 293-300 ms (20 frames, medians, processes
-alternated). The cost: the process keeps its peak heap instead of shrinking after a large frame (it still
-returns free memory above the threshold). Call it before starting threads.
+thread as the node runs it, 1-4 ms of kernel CPU time, and the demo's frame (p50 of 25 frames, float32) 227-276
+ms instead of 295-343 ms (4 rounds, the two settings in alternate processes). The cost: the process keeps its
+peak heap instead of shrinking after a large frame (it still returns free memory above the threshold). Call it
+before starting threads.
 
 Only glibc has ``mallopt``; elsewhere (musl, macOS) this is a no-op. Set ``BIFUSION_KEEP_HEAP=0`` to leave the
 allocator alone.
