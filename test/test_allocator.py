@@ -52,7 +52,6 @@ def test_large_blocks_are_reused_instead_of_faulted_in_again(where):
     # without: the 64 MB block is a fresh mmap each round (16,384 pages); with: the heap's pages are reused
     assert off["faults"] > 30 * 8000, off
     assert on["faults"] < off["faults"] / 20, (on, off)
-    print(where, off, on)
 
 
 def test_switched_off_by_the_environment_and_a_no_op_without_glibc(monkeypatch):
