@@ -44,7 +44,7 @@ def _worker(backend: str, device: str, threads, voxel_size: float, width: float,
     ``threads``: a count, or ``"auto"`` (a thread governor, updated before each call); ``precision``
     ``"bf16"``: every call under bfloat16 autocast (forward and backward; weights and BN stay fp32)."""
     try:
-        keep_heap_blocks()  # as the frame pipeline and the trainer do, for every backend alike
+        keep_heap_blocks()  # as the frame pipeline does (bifusion_core.allocator), for every backend alike
         governor = ThreadGovernor() if threads == "auto" else None
         if governor is None:
             torch.set_num_threads(threads)

@@ -228,21 +228,11 @@ class GatherMatmulScatter(torch.autograd.Function):
         out = precision.mm(feats, weight[c]).to(out_dtype) if c >= 0 else feats.new_zeros(kmap.n_out, weight.shape[2],
                                                                                  dtype=out_dtype)
         in_idx, out_idx, ptr = kmap.pairs()
-        lowp = precision.cpu_lowp_dtype(feats) is not None
-        if lowp:  # gathered into a buffer of bucketed rows: the GEMM shapes repeat (rows past n are cut)
-            most = max(ptr[k + 1] - ptr[k] for k in range(weight.shape[0]))
-            buf = _scratch(feats, precision.row_bucket(most), feats.shape[1])
-        for k in range(weight.shape[0]):
+        for k in range(weight.shape[0]):  # bf16 on the CPU never comes here (TorchBackend.conv: chunked im2col)
             a, b = ptr[k], ptr[k + 1]
             if a == b:
                 continue
-            if lowp:
-                nb = precision.row_bucket(b - a)
-                torch.index_select(feats, 0, in_idx[a:b], out=buf[: b - a])
-                buf[b - a:nb] = 0  # see _im2col_chunked
-                prod = (buf[:nb] @ weight[k])[: b - a]
-            else:
-                prod = feats.index_select(0, in_idx[a:b]) @ weight[k]
+            prod = feats.index_select(0, in_idx[a:b]) @ weight[k]
             out.index_add_(0, out_idx[a:b], prod.to(out_dtype))
         _save(ctx, kmap, feats, weight)
         return out
@@ -453,11 +443,6 @@ def _apply(fn, feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> to
         with torch.autocast(dev, enabled=False):
             return fn.apply(feats.to(dt), kernel.to(dt), kmap, torch.float32)
     return fn.apply(feats, kernel, kmap, feats.dtype)
-
-
-def gather_matmul_scatter(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-    """:class:`GatherMatmulScatter` (see :func:`_apply`)."""
-    return _apply(GatherMatmulScatter, feats, kernel, kmap)
 
 
 class TorchBackend:
